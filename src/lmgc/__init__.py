@@ -1,0 +1,42 @@
+"""lmgc: lossless compression of gradients and other float tensors with LLMs as priors.
+
+The pipeline, one module per stage: :mod:`lmgc.tensors` (files and arrays in and out) ->
+:mod:`lmgc.serialize` (bytes as hex/ISO text) -> :mod:`lmgc.prior` (next-symbol probabilities)
+-> :mod:`lmgc.coder` (range coding) -> :mod:`lmgc.container` (the ``.lmgc`` format), driven in
+lockstep by :mod:`lmgc.codec` and exposed by :mod:`lmgc.api`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import (
+    CodecConfig,
+    Compressor,
+    Decompressor,
+    Estimate,
+    compress,
+    compress_file,
+    decompress,
+    decompress_file,
+    read_container_info,
+)
+from .serialize import DEFAULT_SERIALIZATION, Serialization
+
+try:
+    __version__ = version("lmgc")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "CodecConfig",
+    "Compressor",
+    "Decompressor",
+    "Estimate",
+    "Serialization",
+    "DEFAULT_SERIALIZATION",
+    "compress",
+    "compress_file",
+    "decompress",
+    "decompress_file",
+    "read_container_info",
+    "__version__",
+]

@@ -1,0 +1,266 @@
+"""Command-line interface: ``lmgc compress | decompress | info | estimate`` (+ bench, collect, data).
+
+Progress goes to stderr, results to stdout; every :class:`~lmgc.errors.LmgcError` becomes one line
+``lmgc: error: ...`` and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__, bench
+from .collect import cli as collect_cli
+from .errors import LmgcError
+
+__all__ = ["main", "build_parser"]
+
+SAMPLE_NAME = "convnet_w32_mnist_step50.safetensors"
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model: smollm2-135m (default, or $LMGC_MODEL), gemma3-270m, "
+                        "a .gguf file, a local HF directory or a hub id")  # fmt: skip
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _cmd_compress(args) -> int:
+    from .api import Compressor
+
+    out = Path(args.output) if args.output else Path(str(args.input) + ".lmgc")
+    compressor = Compressor(
+        args.model, serialization=args.serialization, group_bytes=args.group_bytes,
+        chunk_bytes=args.chunk_bytes, batch_size=args.batch, threads=args.threads,
+        dtype=args.model_dtype, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    start = time.perf_counter()
+    size = compressor.compress_file(args.input, out, dtype=args.dtype, force=args.force)
+    seconds = time.perf_counter() - start
+    from .api import read_container_info
+
+    original = read_container_info(out.read_bytes())["header"]["total_bytes"]
+    if args.verify:
+        from .api import Decompressor
+        from .tensors import read_tensors
+
+        decoded = Decompressor(progress=not args.quiet).decompress_bundle(out.read_bytes())
+        source = read_tensors(args.input, args.dtype)
+        if [t.data for t in decoded.tensors] != [t.data for t in source.tensors]:
+            raise LmgcError(f"verification failed: {out} does not decode to {args.input}")
+    rate = size / original if original else 0.0
+    print(f"{args.input} -> {out}: {_human(original)} -> {_human(size)} ({100 * rate:.2f}%), "
+          f"{original / seconds:,.0f} B/s{', verified' if args.verify else ''}")  # fmt: skip
+    return 0
+
+
+def _cmd_decompress(args) -> int:
+    from .api import Decompressor
+
+    src = Path(args.input)
+    if args.output:
+        out = Path(args.output)
+    elif src.suffix == ".lmgc":
+        out = src.with_suffix("")
+    else:
+        raise LmgcError(f"cannot derive an output name from {src}; give -o/--output")
+    decompressor = Decompressor(
+        args.model, allow_environment_mismatch=args.allow_env_mismatch, progress=not args.quiet
+    )
+    decompressor.decompress_file(src, out, force=args.force)
+    print(f"{src} -> {out}: decoded and verified (CRC32 per chunk, SHA-256 overall)")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .api import read_container_info
+    from .tensors import TensorBundle
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise LmgcError(f"input file not found: {path}")
+    info = read_container_info(path.read_bytes())
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    header = info["header"]
+    codec, prior, total = header["codec"], header["prior"], header["total_bytes"]
+    manifest = header["manifest"]
+    rate = info["file_bytes"] / total if total else 0.0
+    symbols = sum(c["symbols"] for c in info["chunks"])
+    lines = [
+        f"file:          {path} ({_human(info['file_bytes'])}, {100 * rate:.2f}% of {_human(total)})",
+        f"payload:       {_human(info['payload_bytes'])} in {header['n_chunks']} chunks of "
+        f"{codec['chunk_bytes']} B, {symbols:,} tokens",
+        f"ideal:         {header['ideal_bits'] / 8:,.0f} B (cross-entropy of the coded tokens)",
+        f"serialization: {codec['serialization']}, {codec['group_bytes']} B per group",
+        f"prior:         {prior['kind']} {prior['model']} ({prior['dtype']} on {prior['device']}, "
+        f"{prior['threads']} threads, batch {codec['batch_size']})",
+        f"weights:       sha256 {prior['weights_sha256'][:16]}…, tokenizer {prior['tokenizer_sha256'][:16]}…",
+        "environment:   " + ", ".join(f"{k} {v}" for k, v in header["environment"].items()),
+        f"tensors:       {len(manifest['tensors'])} ({manifest['format']})",
+    ]
+    bundle = TensorBundle.from_manifest(manifest, [b""] * len(manifest["tensors"]))
+    for t in bundle.tensors[: args.max_tensors]:
+        lines.append(f"  {t.name or '<tensor>'}: {t.dtype} {list(t.shape)}")
+    if len(bundle.tensors) > args.max_tensors:
+        lines.append(f"  … {len(bundle.tensors) - args.max_tensors} more")
+    sizes = [c["payload_bytes"] for c in info["chunks"]]
+    if sizes:
+        lines.append(f"chunk payloads: min {min(sizes)} B, mean {sum(sizes) / len(sizes):.0f} B, max {max(sizes)} B")
+    lines.append(f"sha256:        {info['sha256']}")
+    print("\n".join(lines))
+    return 0
+
+
+def _cmd_estimate(args) -> int:
+    from .api import Compressor
+
+    compressor = Compressor(
+        args.model, serialization=args.serialization, group_bytes=args.group_bytes,
+        chunk_bytes=args.chunk_bytes, threads=args.threads, dtype=args.model_dtype,
+        device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    start = time.perf_counter()
+    est = compressor.estimate(args.input, args.dtype)
+    seconds = time.perf_counter() - start
+    print(f"{args.input}: ESTIMATE (ideal code length from a full forward pass, not a coded size): "
+          f"{_human(est.ideal_bits / 8)} of {_human(est.original_bytes)} = {100 * est.rate:.2f}%, "
+          f"{est.n_tokens:,} tokens, {est.n_tokens / seconds:,.0f} tok/s")  # fmt: skip
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    """Compress a real gradient sample, decode it, compare bytes, and print rate and speed."""
+    import lzma
+    import zlib
+    from importlib.resources import files
+
+    import numpy as np
+
+    from .api import Compressor, Decompressor
+    from .tensors import read_tensors
+
+    source = Path(args.input) if args.input else Path(str(files("lmgc") / "data" / SAMPLE_NAME))
+    bundle = read_tensors(source)
+    values = np.frombuffer(b"".join(t.data for t in bundle.tensors if t.dtype == "float32"), "<f4")
+    sample = values[: args.bytes // 4].copy()
+    print(f"sample: {sample.nbytes:,} bytes of real float32 gradients from {source.name}")
+    compressor = Compressor(args.model, chunk_bytes=args.chunk_bytes, batch_size=args.batch,
+                            progress=not args.quiet)  # fmt: skip
+    start = time.perf_counter()
+    blob = compressor.compress(sample)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    back = Decompressor(args.model, progress=not args.quiet).decompress(blob)
+    decode_s = time.perf_counter() - start
+    if back.tobytes() != sample.tobytes():
+        raise LmgcError("demo: decoded bytes differ from the original")
+    raw = sample.tobytes()
+    rows = [
+        (f"lmgc ({compressor.lm.spec}, {compressor.config.serialization})", len(blob)),
+        ("gzip -9", len(zlib.compress(raw, 9))),
+        ("lzma (default preset)", len(lzma.compress(raw))),
+    ]
+    print("decoded and compared: bytes identical")
+    print(f"{'codec':<48} {'bytes':>8} {'rate':>8}")
+    for name, size in rows:
+        print(f"{name:<48} {size:>8,} {100 * size / len(raw):>7.2f}%")
+    print(f"lmgc speed: encode {len(raw) / encode_s:,.0f} B/s, decode {len(raw) / decode_s:,.0f} B/s "
+          f"({compressor.prior.threads} threads, batch {args.batch}, CPU)")  # fmt: skip
+    return 0
+
+
+def _add_codec_options(parser: argparse.ArgumentParser) -> None:
+    from .api import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_BYTES
+    from .serialize import DEFAULT_SERIALIZATION
+
+    parser.add_argument("input", help="tensor file: .npy, .pt/.pth, .safetensors, or raw with --dtype")
+    parser.add_argument("--dtype", help="read the input as raw little-endian values of this dtype")
+    _add_model_options(parser)
+    parser.add_argument("--serialization", "-s", default=DEFAULT_SERIALIZATION,
+                        help=f"ENCODING[-SEPARATOR][-le|-be], e.g. hex-space-be (default "
+                        f"{DEFAULT_SERIALIZATION}), hex-none-le, hex-commaspace, hex-0x, iso")  # fmt: skip
+    parser.add_argument("--group-bytes", type=int, choices=(1, 2, 4, 8),
+                        help="bytes per group (default: the element size)")  # fmt: skip
+    parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES,
+                        help=f"bytes per independently coded chunk (default {DEFAULT_CHUNK_BYTES})")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default min(4, cores))")
+    parser.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmgc", description="Lossless compression of gradients and float tensors with LLM priors."
+    )
+    parser.add_argument("--version", action="version", version=f"lmgc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="compress a tensor file into .lmgc")
+    _add_codec_options(p)
+    p.add_argument("-o", "--output", help="output file (default INPUT.lmgc)")
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    p.add_argument("--verify", action="store_true", help="decode the result and compare bytes")
+    p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode an .lmgc file back to the original tensor file")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", help="output file (default: INPUT without .lmgc)")
+    _add_model_options(p)
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    p.add_argument("--allow-env-mismatch", action="store_true",
+                   help="decode even if library versions / CPU kernels differ from the encoder's")  # fmt: skip
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_decompress)
+
+    p = sub.add_parser("info", help="print an .lmgc file's header and chunk statistics")
+    p.add_argument("input")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--max-tensors", type=int, default=20, help="tensors to list (default 20)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("estimate", help="fast ideal code length (full forward pass; an estimate)")
+    _add_codec_options(p)
+    p.set_defaults(func=_cmd_estimate)
+
+    p = sub.add_parser("demo", help="compress + decompress a real gradient sample, compare codecs")
+    p.add_argument("input", nargs="?", help="tensor file (default: the packaged ConvNet/MNIST gradient)")
+    _add_model_options(p)
+    p.add_argument("--bytes", type=int, default=2048, help="sample size in bytes (default 2048)")
+    p.add_argument("--chunk-bytes", type=int, default=512, help="bytes per chunk (default 512)")
+    p.add_argument("--batch", type=int, default=4, help="chunks in lockstep (default 4)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
+
+    bench.register(sub)
+    collect_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmgcError as exc:
+        print(f"lmgc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lmgc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

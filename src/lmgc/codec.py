@@ -1,0 +1,126 @@
+"""The lockstep loop that joins prior and coder, shared verbatim by encoder and decoder.
+
+Chunks are processed in batches of ``batch_size`` consecutive chunks. Within a batch, step ``t``
+feeds every chunk's symbol ``t - 1`` (BOS at ``t = 0``) and codes symbol ``t`` of each chunk that
+still has one; a chunk that has ended is fed symbol 0 until the longest chunk of its batch ends.
+The decoder knows every chunk's symbol count from the chunk table, so it feeds exactly the same
+tensors in exactly the same order, and the prior's floating-point output is identical on both
+sides. (The last batch may hold fewer chunks: both sides see the same shape, so no dummy chunks
+are needed.)
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .coder import ChunkDecoder, ChunkEncoder
+from .errors import SerializationError
+from .prior import Prior
+
+__all__ = ["EncodedChunk", "split_chunks", "encode_symbols", "decode_symbols", "crc32", "RateMeter"]
+
+_FILL_SYMBOL = 0
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    payload: bytes
+    n_symbols: int
+    ideal_bits: float
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def split_chunks(stream: bytes, chunk_bytes: int) -> list[bytes]:
+    return [stream[i : i + chunk_bytes] for i in range(0, len(stream), chunk_bytes)]
+
+
+def _batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield range(start, min(n, start + batch_size))
+
+
+def _next_inputs(symbols: Sequence[np.ndarray], t: int) -> np.ndarray:
+    return np.array([s[t] if t < len(s) else _FILL_SYMBOL for s in symbols], dtype=np.int64)
+
+
+Progress = Callable[[int, int], None]  # (symbols done in this call, original bytes finished)
+
+
+def encode_symbols(
+    prior: Prior, symbols: Sequence[np.ndarray], sizes: Sequence[int], batch_size: int,
+    progress: Progress | None = None,
+) -> list[EncodedChunk]:  # fmt: skip
+    """Encode each chunk's symbols (from ``sizes[i]`` original bytes) into its own payload."""
+    limit = prior.max_symbols
+    for i, s in enumerate(symbols):
+        if limit is not None and len(s) > limit:
+            raise SerializationError(
+                f"chunk {i} is {len(s)} tokens, more than the model's context ({limit}); "
+                "lower --chunk-bytes"
+            )
+    out: list[EncodedChunk] = []
+    for batch in _batches(len(symbols), batch_size):
+        batch_symbols = [symbols[i] for i in batch]
+        encoders = [ChunkEncoder() for _ in batch]
+        session = prior.open(len(batch))
+        inputs = None
+        for t in range(max(map(len, batch_symbols), default=0)):
+            probabilities = session.step(inputs)
+            active = 0
+            for j, s in enumerate(batch_symbols):
+                if t < len(s):
+                    encoders[j].encode(int(s[t]), probabilities[j])
+                    active += 1
+            if progress:
+                progress(active, sum(sizes[i] for i, s in zip(batch, batch_symbols) if len(s) == t + 1))
+            inputs = _next_inputs(batch_symbols, t)
+        out += [EncodedChunk(e.finish(), e.n_symbols, e.ideal_bits) for e in encoders]
+    return out
+
+
+def decode_symbols(
+    prior: Prior, payloads: Sequence[bytes], n_symbols: Sequence[int], sizes: Sequence[int],
+    batch_size: int, progress: Progress | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """Inverse of :func:`encode_symbols` given the same prior, symbol counts and batch size."""
+    out: list[np.ndarray] = []
+    for batch in _batches(len(payloads), batch_size):
+        decoders = [ChunkDecoder(payloads[i]) for i in batch]
+        counts = [n_symbols[i] for i in batch]
+        decoded = [np.empty(n, dtype=np.int64) for n in counts]
+        session = prior.open(len(batch))
+        inputs = None
+        for t in range(max(counts, default=0)):
+            probabilities = session.step(inputs)
+            active = 0
+            for j, n in enumerate(counts):
+                if t < n:
+                    decoded[j][t] = decoders[j].decode(probabilities[j])
+                    active += 1
+            if progress:
+                progress(active, sum(sizes[i] for i, n in zip(batch, counts) if n == t + 1))
+            inputs = _next_inputs(decoded, t)
+        out += decoded
+    return out
+
+
+class RateMeter:
+    """Feeds a tqdm bar with tokens and shows bytes/s beside it."""
+
+    def __init__(self, bar) -> None:
+        self.bar, self.bytes_done, self.start = bar, 0, time.perf_counter()
+
+    def __call__(self, symbols: int, finished_bytes: int) -> None:
+        self.bar.update(symbols)
+        if finished_bytes:
+            self.bytes_done += finished_bytes
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix_str(f"{self.bytes_done / elapsed:,.0f} B/s", refresh=False)

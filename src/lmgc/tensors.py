@@ -1,0 +1,284 @@
+"""Stage 0: tensors in and out.
+
+Inputs (``.npy``, ``.pt``/``.pth``, ``.safetensors``, raw bytes with a dtype, or in-memory numpy
+arrays / torch tensors, possibly nested in dicts, lists and tuples) become a :class:`TensorBundle`:
+the tensors' little-endian bytes plus a JSON manifest (structure, names, dtypes, shapes) from
+which the same kind of object or file is rebuilt bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, OutputExistsError, UnsafePickleError, UnsupportedDtypeError
+
+__all__ = [
+    "TensorRecord", "TensorBundle", "read_tensors", "bundle_objects", "raw_bundle", "write_tensors",
+    "FORMATS", "ITEMSIZE", "atomic_path",
+]  # fmt: skip
+
+#: Supported element types -> bytes per element.
+ITEMSIZE = {
+    "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+    "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1,
+}  # fmt: skip
+FORMATS = {".npy": "npy", ".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
+
+
+@dataclass
+class TensorRecord:
+    """One tensor: its name (dotted path), element type, shape, bytes, and library of origin."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+    kind: str  # "numpy" or "torch"
+    numpy_dtype: str | None = None  # exact numpy dtype string (keeps a big-endian array big-endian)
+
+    @property
+    def itemsize(self) -> int:
+        return ITEMSIZE[self.dtype]
+
+    def to_object(self):
+        """Rebuild the numpy array or torch tensor."""
+        if self.kind == "numpy":
+            array = np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<"))
+            return array.astype(np.dtype(self.numpy_dtype or self.dtype)).reshape(self.shape)
+        import torch
+
+        torch_dtype = getattr(torch, self.dtype)
+        if not self.data:
+            return torch.empty(self.shape, dtype=torch_dtype)
+        return torch.frombuffer(bytearray(self.data), dtype=torch_dtype).reshape(self.shape).clone()
+
+
+@dataclass
+class TensorBundle:
+    """Tensors plus the structure and file format they came in."""
+
+    format: str  # "npy", "pt", "safetensors", "raw" or "object" (in-memory)
+    tree: Any  # JSON structure; tensors appear as {"__tensor__": index}
+    tensors: list[TensorRecord]
+    metadata: dict | None = field(default=None)  # safetensors' string metadata
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(t.data) for t in self.tensors)
+
+    def manifest(self) -> dict:
+        """JSON-able description that, with the bytes, rebuilds the bundle."""
+        return {
+            "format": self.format,
+            "tree": self.tree,
+            "metadata": self.metadata,
+            "tensors": [
+                {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "kind": t.kind,
+                 "numpy_dtype": t.numpy_dtype}
+                for t in self.tensors
+            ],
+        }  # fmt: skip
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, blobs: list[bytes]) -> TensorBundle:
+        records = [
+            TensorRecord(m["name"], m["dtype"], tuple(m["shape"]), blob, m["kind"], m.get("numpy_dtype"))
+            for m, blob in zip(manifest["tensors"], blobs)
+        ]
+        return cls(manifest["format"], manifest["tree"], records, manifest.get("metadata"))
+
+    def to_objects(self):
+        """The original Python object: an array/tensor, or the nested dict/list/tuple of them."""
+        return _unflatten(self.tree, [t.to_object() for t in self.tensors])
+
+
+def _dtype_name(obj) -> str:
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.name
+    name = str(obj.dtype).removeprefix("torch.")
+    return {"float": "float32", "double": "float64", "half": "float16"}.get(name, name)
+
+
+def _record(name: str, obj) -> TensorRecord:
+    dtype = _dtype_name(obj)
+    if dtype not in ITEMSIZE:
+        raise UnsupportedDtypeError(
+            f"tensor {name or '<root>'!r} has dtype {dtype}; supported: {', '.join(ITEMSIZE)}"
+        )
+    if isinstance(obj, np.ndarray):
+        data = np.ascontiguousarray(obj).astype(obj.dtype.newbyteorder("<"), copy=False).tobytes()
+        return TensorRecord(name, dtype, tuple(obj.shape), data, "numpy", obj.dtype.str)
+    import torch
+
+    if obj.layout != torch.strided or obj.is_quantized:
+        raise UnsupportedDtypeError(f"tensor {name!r} is sparse or quantized; store it dense")
+    tensor = obj.detach().to("cpu").contiguous()
+    data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+    return TensorRecord(name, dtype, tuple(tensor.shape), data, "torch")
+
+
+def _is_tensor(obj) -> bool:
+    torch = sys.modules.get("torch")  # a torch tensor implies torch is imported already
+    return isinstance(obj, np.ndarray) or (torch is not None and isinstance(obj, torch.Tensor))
+
+
+def _flatten(obj, path: str, out: list[TensorRecord]):
+    if _is_tensor(obj):
+        out.append(_record(path, obj))
+        return {"__tensor__": len(out) - 1}
+    if isinstance(obj, dict):
+        items = []
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise InputError(f"dict key {key!r} at {path or '<root>'!r} is not a string or int")
+            items.append([key, _flatten(value, f"{path}.{key}" if path else str(key), out)])
+        return {"__dict__": items}
+    if isinstance(obj, (list, tuple)):
+        items = [_flatten(v, f"{path}.{i}" if path else str(i), out) for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise InputError(f"unsupported object of type {type(obj).__name__} at {path or '<root>'!r}")
+
+
+def _unflatten(tree, objects: list):
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return objects[tree["__tensor__"]]
+        if "__dict__" in tree:
+            return {k: _unflatten(v, objects) for k, v in tree["__dict__"]}
+        return tuple(_unflatten(v, objects) for v in tree["__tuple__"])
+    if isinstance(tree, list):
+        return [_unflatten(v, objects) for v in tree]
+    return tree
+
+
+def bundle_objects(obj, format: str = "object") -> TensorBundle:
+    """Bundle an in-memory array/tensor or nested container of them."""
+    records: list[TensorRecord] = []
+    tree = _flatten(obj, "", records)
+    return TensorBundle(format, tree, records)
+
+
+def read_tensors(path: str | os.PathLike, dtype: str | None = None) -> TensorBundle:
+    """Read a tensor file; ``dtype`` makes any other file a raw little-endian array of that type.
+
+    Raises:
+        InputError: missing/unreadable file or unknown extension without ``dtype``.
+        UnsafePickleError: a .pt file holding objects other than tensors and plain containers.
+        UnsupportedDtypeError: a tensor of an unsupported element type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    if dtype is not None:
+        return raw_bundle(path.read_bytes(), dtype, str(path))
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"cannot tell the format of {path.name}: use .npy, .pt/.pth or .safetensors, "
+            "or give --dtype to read raw bytes"
+        )
+    if fmt == "npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise UnsafePickleError(f"{path} holds Python objects, not a plain array: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {path} as .npy: {exc}") from None
+        return bundle_objects(array, "npy")
+    if fmt == "pt":
+        return bundle_objects(_load_torch(path), "pt")
+    return _read_safetensors(path)
+
+
+def raw_bundle(data: bytes, dtype: str, source: str) -> TensorBundle:
+    """Raw little-endian values of one dtype, as one flat tensor."""
+    if dtype not in ITEMSIZE:
+        raise UnsupportedDtypeError(f"unsupported dtype {dtype}; supported: {', '.join(ITEMSIZE)}")
+    if len(data) % ITEMSIZE[dtype]:
+        raise InputError(f"{source} has {len(data)} bytes, not a whole number of {dtype} values")
+    record = TensorRecord("", dtype, (len(data) // ITEMSIZE[dtype],), data, "numpy", None)
+    return TensorBundle("raw", {"__tensor__": 0}, [record])
+
+
+def _load_torch(path: Path):
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise InputError(f"cannot read {path} as a PyTorch file: not a valid checkpoint") from None
+        raise UnsafePickleError(
+            f"{path} holds objects other than tensors and plain containers ({found.group(1)}); "
+            "refusing to unpickle them"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path} as a PyTorch file: {exc}") from None
+
+
+def _read_safetensors(path: Path) -> TensorBundle:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path} as safetensors: {exc}") from None
+    bundle = bundle_objects(tensors, "safetensors")
+    bundle.metadata = metadata
+    return bundle
+
+
+def write_tensors(bundle: TensorBundle, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write the bundle in its original format (atomically: a failure leaves no partial file).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; pass --force (force=True) to overwrite it")
+    fmt = bundle.format if bundle.format != "object" else FORMATS.get(path.suffix.lower(), "pt")
+    with atomic_path(path) as tmp:
+        if fmt == "raw":
+            tmp.write_bytes(bundle.tensors[0].data)
+        elif fmt == "npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, bundle.to_objects(), allow_pickle=False)
+        elif fmt == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(bundle.to_objects(), str(tmp), metadata=bundle.metadata)
+        else:
+            import torch
+
+            torch.save(bundle.to_objects(), tmp)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path):
+    """A temporary path next to ``target``, renamed onto it only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

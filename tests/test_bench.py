@@ -1,0 +1,193 @@
+"""Benchmark harness: protocols, sampling, failure reporting, loaders, outputs and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmgc import baselines, bench
+from lmgc.baselines import BaselineCodec
+from lmgc.bench import (FileBytes, format_markdown, load_file_bytes, register, run_bench,
+                        sample_windows)
+from lmgc.errors import InputError, UnsafePickleError
+from test_baselines import real_gradients  # noqa: F401  (shared session fixture)
+
+GZIP_HEADER_AND_TRAILER = 18
+
+
+@pytest.fixture()
+def grads(real_gradients) -> FileBytes:  # noqa: F811
+    return FileBytes("grads.bin", real_gradients["float32"], "float32")
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lmgc")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_chunked_protocol_counts_every_chunk_header(grads) -> None:
+    whole, chunked = run_bench([grads], codecs=["gzip"], protocols=["whole", "chunked"])
+    n_chunks = math.ceil(len(grads.data) / bench.CHUNK_BYTES)
+    assert (whole.protocol, chunked.protocol) == ("whole", "chunked")
+    assert whole.verified and chunked.verified
+    assert chunked.compressed_bytes >= n_chunks * GZIP_HEADER_AND_TRAILER
+    assert chunked.compressed_bytes > whole.compressed_bytes
+    assert whole.rate_pct == pytest.approx(100 * whole.compressed_bytes / len(grads.data))
+
+
+def test_results_are_labelled_and_timed(grads) -> None:
+    results = run_bench([grads], codecs=["lzma", "planes-zstd"], protocols=["whole"])
+    assert [(r.codec, r.protocol, r.status) for r in results] == [
+        ("lzma", "whole", "ok"), ("planes-zstd", "whole", "ok")]
+    assert all(r.compress_mbps and r.decompress_mbps for r in results)
+    assert all(r.rate_pct < 100 for r in results)  # real gradients do compress a little
+    table = format_markdown(results)
+    assert "| grads.bin | float32 | whole | lzma |" in table
+    assert "chunked" in table and "✓" in table
+
+
+def _broken(name: str, decode) -> BaselineCodec:
+    return BaselineCodec(name, "test double", lambda d, t: d, decode)
+
+
+def test_codec_that_does_not_round_trip_is_reported_failed(grads) -> None:
+    lossy = _broken("lossy", lambda b, t, n: b[:-1] + b"\0")
+    crashing = _broken("crashing", lambda b, t, n: 1 / 0)
+    lossy_result, crash_result = run_bench([grads], codecs=[lossy, crashing], protocols=["whole"])
+    assert (lossy_result.status, lossy_result.verified) == ("failed", False)
+    assert crash_result.status == "failed" and "ZeroDivisionError" in crash_result.message
+    table = format_markdown([lossy_result, crash_result])
+    assert "| lossy | 100.00 |" in table.replace("| grads.bin | float32 | whole ", "| ")
+    assert "✗" in table and "failed **crashing**: ZeroDivisionError" in table
+
+
+def test_missing_optional_codec_is_skipped_with_a_message(grads, monkeypatch) -> None:
+    monkeypatch.setattr(BaselineCodec, "available",
+                        lambda self: self.name != "zstd-19")
+    monkeypatch.setattr(baselines, "_module_available", lambda module: module != "zstandard")
+    results = run_bench([grads], codecs=["zstd-19", "gzip"], protocols=["whole"])
+    assert [r.status for r in results] == ["skipped", "ok"]
+    assert "zstandard" in results[0].message and "lmgc[baselines]" in results[0].message
+    assert "skipped **zstd-19**" in format_markdown(results)
+
+
+def test_codec_that_does_not_take_the_dtype_is_not_applicable(real_gradients) -> None:  # noqa: F811
+    half = FileBytes("half.bin", real_gradients["float16"], "float16")
+    (result,) = run_bench([half], codecs=["fpzip"], protocols=["whole"])
+    assert result.status == "n/a" and "float16" in result.message
+
+
+def test_sample_windows_are_seeded_aligned_and_disjoint() -> None:
+    spans = sample_windows(100_003 * 4, 4, 1000, 8, seed=3)
+    assert spans == sample_windows(100_003 * 4, 4, 1000, 8, seed=3)
+    assert spans != sample_windows(100_003 * 4, 4, 1000, 8, seed=4)
+    assert len(spans) == 8
+    assert all(start % 4 == 0 and end - start == 1000 for start, end in spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[-1][1] <= 100_003 * 4
+    assert sample_windows(400, 4, 1000, 8, seed=0) == [(0, 400)]  # shorter than a window
+    assert sample_windows(400, 4, 1002, 8, seed=0) == [(0, 400)]
+    with pytest.raises(InputError):
+        sample_windows(400, 4, 3, 8, seed=0)
+
+
+def test_sampled_run_reports_mean_with_confidence_interval(grads) -> None:
+    results = run_bench([grads], codecs=["gzip", "zstd-3"], protocols=["whole", "chunked"],
+                        sample_bytes=4096, seed=1, windows=5)
+    assert all(r.windows == 5 and r.window_bytes == 4096 for r in results)
+    assert all(r.measured_bytes == 5 * 4096 and r.rate_ci95 >= 0 for r in results)
+    # chunks that are stored raw all cost the same, so only the whole-file rates must vary
+    assert all(r.rate_ci95 > 0 for r in results if r.protocol == "whole")
+    table = format_markdown(results)
+    assert "5 × 4096 B" in table and "95% confidence interval" in table
+
+
+def test_mean_and_std_over_files(grads) -> None:
+    other = FileBytes("other.bin", grads.data[: len(grads.data) // 2], "float32")
+    results = run_bench([grads, other], codecs=["gzip"], protocols=["whole"])
+    rates = [r.rate_pct for r in results]
+    expected = f"{np.mean(rates):.2f} ± {np.std(rates, ddof=1):.2f}"
+    assert f"| whole | gzip | **{expected}** |" in format_markdown(results)
+
+
+def test_unknown_protocol_is_a_typed_error(grads) -> None:
+    with pytest.raises(InputError, match="unknown protocol 'stream'"):
+        run_bench([grads], codecs=["gzip"], protocols=["stream"])
+
+
+def _state_dict(data: bytes) -> dict[str, torch.Tensor]:
+    values = torch.from_numpy(np.frombuffer(data, "<f4").copy())
+    return {"layer.weight": values[:1000].reshape(10, 100), "layer.bias": values[1000:1010],
+            "head.weight": values[1010:1510]}
+
+
+def test_loaders_flatten_tensors_in_stored_order(grads, tmp_path) -> None:
+    state = _state_dict(grads.data)
+    expected = b"".join(t.numpy().tobytes() for t in state.values())
+    torch.save({"state_dict": state, "batch_step": 400}, tmp_path / "g.pt")  # LM-GC's layout
+    np.save(tmp_path / "g.npy", np.frombuffer(expected, "<f4"))
+    (tmp_path / "g.bin").write_bytes(expected)
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "g.safetensors"))
+    for name in ("g.pt", "g.npy"):
+        assert load_file_bytes(tmp_path / name).data == expected
+    loaded = load_file_bytes(tmp_path / "g.safetensors")
+    assert (loaded.dtype_name, sorted(loaded.data)) == ("float32", sorted(expected))
+    assert load_file_bytes(tmp_path / "g.bin", "float32").dtype == np.dtype("<f4")
+    bf16 = {"w": state["layer.weight"].to(torch.bfloat16)}
+    save_file(bf16, str(tmp_path / "b.safetensors"))
+    loaded = load_file_bytes(tmp_path / "b.safetensors")
+    assert loaded.dtype_name == "bfloat16" and loaded.dtype == np.dtype("<u2")
+    assert loaded.data == bf16["w"].view(torch.int16).numpy().tobytes()
+
+
+def test_loader_errors_are_typed(tmp_path) -> None:
+    (tmp_path / "raw.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(InputError, match="needs --dtype"):
+        load_file_bytes(tmp_path / "raw.bin")
+    with pytest.raises(InputError, match="not a whole number of float32"):
+        load_file_bytes(tmp_path / "raw.bin", "float32")
+    with pytest.raises(InputError, match="no such file"):
+        load_file_bytes(tmp_path / "missing.pt")
+    torch.save({"model": argparse.Namespace(a=1)}, tmp_path / "unsafe.pt")
+    with pytest.raises(UnsafePickleError):
+        load_file_bytes(tmp_path / "unsafe.pt")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x05")
+    with pytest.raises(InputError, match="cannot read tensors"):
+        load_file_bytes(tmp_path / "bad.safetensors")
+
+
+def test_cli_prints_and_saves_table_csv_json_chart(grads, tmp_path, capsys) -> None:
+    path = tmp_path / "g.npy"
+    np.save(path, np.frombuffer(grads.data, "<f4"))
+    out = tmp_path / "out"
+    argv = ["bench", str(path), "--codecs", "gzip,fpzip", "--protocol", "whole,chunked",
+            "--out", str(out), "--no-progress"]
+    assert _cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| g.npy | float32 | chunked | fpzip |" in printed
+    assert (out / "bench.md").read_text(encoding="utf-8") == printed
+    assert (out / "bench.csv").read_text().count("\n") == 1 + 4
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["meta"]["protocols"] == ["whole", "chunked"] and len(saved["results"]) == 4
+    assert (out / "rates.png").read_bytes().startswith(b"\x89PNG")
+    assert _cli(argv) == 1  # outputs exist: refused without --force
+    assert "--force" in capsys.readouterr().err
+    assert _cli(argv + ["--force"]) == 0
+
+
+def test_cli_bad_codec_name_exits_1_with_message(grads, tmp_path, capsys) -> None:
+    path = tmp_path / "g.npy"
+    np.save(path, np.frombuffer(grads.data[:4096], "<f4"))
+    assert _cli(["bench", str(path), "--codecs", "gzip,nope", "--out", str(tmp_path / "o")]) == 1
+    assert "unknown codec 'nope'" in capsys.readouterr().err
+    assert _cli(["bench", "--list-codecs"]) == 0
+    assert "planes-zstd" in capsys.readouterr().out

@@ -1,0 +1,154 @@
+"""The real pipeline on the embedded SmolLM2-135M: exact round trips on real gradient bytes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lmgc
+from lmgc.container import pack, unpack
+from lmgc.errors import CorruptDataError, EnvironmentMismatchError, ModelMismatchError, SerializationError
+
+TINY = dict(chunk_bytes=16, batch_size=2)
+VARIANTS = [
+    ("hex-none-be", None), ("hex-space-be", None), ("hex-comma-be", None),
+    ("hex-commaspace-be", None), ("hex-semicolon-be", None), ("hex-newline-be", None),
+    ("hex-0x-be", None), ("hex-space-le", None), ("hex-none-le", None),
+    ("hex-space-be", 1), ("hex-space-be", 2), ("hex-space-be", 8),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec,group", VARIANTS)
+def test_round_trip_every_hex_variant(spec, group, gradient_sample, smollm2):
+    data = gradient_sample[:8]
+    blob = lmgc.compress(data, serialization=spec, group_bytes=group, **TINY)
+    back = lmgc.decompress(blob)
+    assert back.dtype == data.dtype and back.tobytes() == data.tobytes()
+
+
+@pytest.mark.parametrize("spec", ["iso", "iso-space", "iso-commaspace"])
+def test_iso_variants_round_trip_or_refuse_clearly(spec, gradient_sample, smollm2):
+    """SmolLM2's GGUF vocabulary lacks a few control bytes (0x04, 0x06, 0x13, 0x14, 0x16, 0x1d)."""
+    data = gradient_sample[:8]
+    representable = np.array([1.5, -2.25, 0.375, 3e-3, 7.0, -1e-4, 2.0, 0.5], dtype=np.float32)
+    blob = lmgc.compress(representable, serialization=spec, **TINY)
+    assert lmgc.decompress(blob).tobytes() == representable.tobytes()
+    unrepresentable = set(data.tobytes()) & {0x04, 0x06, 0x13, 0x14, 0x16, 0x1D}
+    if unrepresentable:
+        with pytest.raises(SerializationError, match="cannot represent this text exactly"):
+            lmgc.compress(data, serialization=spec, **TINY)
+    else:
+        assert lmgc.decompress(lmgc.compress(data, serialization=spec, **TINY)).tobytes() == data.tobytes()
+
+
+def test_coded_size_is_within_one_percent_of_ideal(gradient_sample, smollm2):
+    compressor = lmgc.Compressor(chunk_bytes=64, batch_size=2)
+    blob = compressor.compress(gradient_sample)
+    info = lmgc.read_container_info(blob)
+    n_chunks = len(info["chunks"])
+    ideal_bytes = info["header"]["ideal_bits"] / 8
+    assert info["payload_bytes"] <= ideal_bytes * 1.01 + 8 * n_chunks
+    assert lmgc.decompress(blob).tobytes() == gradient_sample.tobytes()
+    estimate = compressor.estimate(gradient_sample)  # full forward: close to, not equal to, coded
+    assert estimate.n_tokens == sum(c["symbols"] for c in info["chunks"])
+    assert abs(estimate.ideal_bits - info["header"]["ideal_bits"]) < 0.01 * info["header"]["ideal_bits"]
+
+
+def test_decode_in_another_process(tmp_path, gradient_bundle, smollm2):
+    """Bit-identical probabilities across processes: encode here, decode in a fresh interpreter."""
+    from safetensors.numpy import save_file
+
+    names = [t.name for t in gradient_bundle.tensors][:2]
+    tensors = {n: gradient_bundle.to_objects()[n][..., :3].numpy().copy() for n in names}
+    save_file(tensors, tmp_path / "g.safetensors")
+    lmgc.compress_file(tmp_path / "g.safetensors", tmp_path / "g.lmgc", chunk_bytes=48, batch_size=4)
+    env = {k: v for k, v in os.environ.items() if k != "LMGC_MODEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lmgc.cli", "decompress", "-q", str(tmp_path / "g.lmgc"),
+         "-o", str(tmp_path / "back.safetensors")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from safetensors.numpy import load_file
+
+    back = load_file(tmp_path / "back.safetensors")
+    assert list(back) == list(tensors) or set(back) == set(tensors)
+    assert all(back[k].tobytes() == v.tobytes() and back[k].shape == v.shape for k, v in tensors.items())
+
+
+def _edit_header(blob: bytes, edit) -> bytes:
+    container = unpack(blob)
+    edit(container.header)
+    return pack(container)
+
+
+@pytest.fixture(scope="module")
+def small_blob(gradient_sample, smollm2):
+    return lmgc.compress(gradient_sample[:8], **TINY)
+
+
+def test_model_mismatch_is_refused(small_blob):
+    forged = _edit_header(small_blob, lambda h: h["prior"].update(weights_sha256="0" * 64))
+    with pytest.raises(ModelMismatchError, match="not the one this file was encoded with"):
+        lmgc.decompress(forged)
+
+
+def test_environment_mismatch_is_refused_unless_allowed(small_blob, gradient_sample):
+    forged = _edit_header(small_blob, lambda h: h["environment"].update(torch="1.0.0"))
+    with pytest.raises(EnvironmentMismatchError, match="torch: encoded with 1.0.0"):
+        lmgc.decompress(forged)
+    back = lmgc.decompress(forged, allow_environment_mismatch=True)
+    assert back.tobytes() == gradient_sample[:8].tobytes()
+
+
+def test_corrupt_payload_is_detected(small_blob):
+    data = bytearray(small_blob)
+    data[-3] ^= 0x40  # inside the last chunk's payload
+    with pytest.raises(CorruptDataError):
+        lmgc.decompress(bytes(data))
+
+
+def test_corrupt_digest_is_detected(small_blob):
+    container = unpack(small_blob)
+    container.sha256 = bytes(32)
+    with pytest.raises(CorruptDataError, match="SHA-256"):
+        lmgc.decompress(pack(container))
+
+
+def test_torch_state_dict_round_trip(tmp_path, smollm2):
+    import torch
+
+    state = {"w": torch.tensor([1e-3, -2e-4, 0.0, -0.0]), "b": torch.tensor([3.0], dtype=torch.bfloat16),
+             "step": 3}  # fmt: skip
+    torch.save(state, tmp_path / "s.pt")
+    lmgc.compress_file(tmp_path / "s.pt", tmp_path / "s.lmgc", **TINY)
+    lmgc.decompress_file(tmp_path / "s.lmgc", tmp_path / "back.pt")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert back["step"] == 3
+    assert back["w"].view(torch.int32).equal(state["w"].view(torch.int32))
+    assert back["b"].dtype == torch.bfloat16 and back["b"].view(torch.int16).equal(state["b"].view(torch.int16))
+
+
+def test_empty_input_round_trips(smollm2):
+    empty = np.zeros((0, 4), dtype=np.float32)
+    back = lmgc.decompress(lmgc.compress(empty, **TINY))
+    assert back.shape == (0, 4) and back.dtype == np.float32
+
+
+@pytest.mark.slow
+def test_full_fixture_round_trip(gradient_bundle, smollm2):
+    blob = lmgc.compress(gradient_bundle, chunk_bytes=1024, batch_size=16)
+    back = lmgc.Decompressor().decompress_bundle(blob)
+    assert [t.data for t in back.tensors] == [t.data for t in gradient_bundle.tensors]
+
+
+def test_default_model_location_is_the_embedded_package():
+    from lmgc.models import _embedded_gguf
+
+    assert _embedded_gguf("smollm2-135m").suffix == ".gguf"
+    assert Path(_embedded_gguf("smollm2-135m")).stat().st_size > 50_000_000
