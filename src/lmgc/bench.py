@@ -5,6 +5,9 @@ Two protocols, labelled in every table: ``whole`` compresses each file in one ca
 measurement decodes and compares, so a codec that does not round-trip shows as failed (✗).
 ``sample_bytes`` runs all codecs on the same seeded random windows of each file (for slow codecs
 such as an LLM) and reports the mean rate over windows with a 95% confidence interval.
+``lossy`` (``--lossy topk:1%+quant:8``, see :mod:`lmgc.lossy`) preprocesses each file once; every
+codec then compresses the same payload bytes, and the rate counts the compressed payload plus the
+lossy side information against the original file's size. The reconstruction error is reported.
 
 Example (Python API; the CLI is ``lmgc bench FILES... --codecs gzip,lzma``)::
 
@@ -34,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from .baselines import CODECS, EXTRA_HINT, Codec, get_codec
-from .errors import (InputError, LmgcError, OutputExistsError, UnsafePickleError,
-                     UnsupportedDtypeError)
+from .errors import InputError, LmgcError, OutputExistsError, UnsupportedDtypeError
+from .lossy import LossyPipeline, error_report, parse_lossy, side_info_bytes
+from .tensors import ITEMSIZE, TensorBundle, bundle_objects, raw_bundle, read_tensors
 
 __all__ = [
     "PROTOCOLS",
@@ -43,6 +47,7 @@ __all__ = [
     "FileBytes",
     "BenchResult",
     "load_file_bytes",
+    "load_file_bundle",
     "sample_windows",
     "run_bench",
     "format_markdown",
@@ -65,12 +70,6 @@ _NUMPY_DTYPES = {
     "uint64": "<u8", "uint32": "<u4", "uint16": "<u2", "uint8": "u1", "bool": "u1",
     "float8_e4m3fn": "u1", "float8_e5m2": "u1",
 }
-_SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
-    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-}
 # Two-sided 95% Student t quantiles by degrees of freedom (normal beyond 30).
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -81,71 +80,52 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 @dataclass(frozen=True)
 class FileBytes:
-    """A file's tensors flattened in stored order into raw little-endian bytes."""
+    """A file's tensors flattened in stored order into raw little-endian bytes.
+
+    ``bundle`` (the tensors with names and shapes, when known) is what a lossy front-end needs.
+    """
 
     label: str
     data: bytes
     dtype_name: str  # "float32", "bfloat16", or "mixed(float32,int64)"
+    bundle: TensorBundle | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def dtype(self) -> np.dtype:
         """Element type handed to codecs; mixed files are plain bytes."""
         return np.dtype(_NUMPY_DTYPES.get(self.dtype_name, "u1"))
 
+    def to_bundle(self) -> TensorBundle:
+        """The tensors; bytes of one supported dtype without a bundle become one flat tensor."""
+        if self.bundle is not None:
+            return self.bundle
+        if self.dtype_name not in ITEMSIZE:
+            raise InputError(f"{self.label}: a lossy front-end needs the tensors (a tensor file, "
+                             f"or raw values of one of {', '.join(ITEMSIZE)}), not "
+                             f"{self.dtype_name} bytes")
+        return raw_bundle(self.data, self.dtype_name, self.label)
 
-def _walk_tensors(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    import torch
 
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _walk_tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _walk_tensors(value, f"{prefix}.{i}" if prefix else str(i))
+def _dtype_label(names: Iterable[str]) -> str:
+    names = list(dict.fromkeys(names))
+    return names[0] if len(names) == 1 else f"mixed({','.join(names)})"
+
+
+def load_file_bundle(path: str | Path) -> TensorBundle:
+    """The tensors of a tensor file (:func:`lmgc.tensors.read_tensors`, plus .npz archives)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as loaded:
+            return bundle_objects({key: loaded[key] for key in loaded.files})
+    return read_tensors(path)
 
 
 def _read_tensor_bytes(path: Path) -> list[tuple[str, str, bytes]]:
     """(name, dtype name, raw little-endian bytes) of every tensor of a file, in stored order.
 
-    The one place that parses tensor files; it gives way to ``lmgc.tensors``' loader later.
     Non-tensor entries of .pt files (e.g. LM-GC's ``batch_step``) are ignored.
     """
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        raw = path.read_bytes()
-        (header_len,) = struct.unpack_from("<Q", raw)
-        header = json.loads(raw[8:8 + header_len])
-        header.pop("__metadata__", None)
-        base = 8 + header_len
-        entries = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
-        for _, entry in entries:
-            if entry["dtype"] not in _SAFETENSORS_DTYPES:
-                raise UnsupportedDtypeError(f"{path}: safetensors dtype {entry['dtype']} "
-                                            "is not supported")
-        return [(name, _SAFETENSORS_DTYPES[e["dtype"]],
-                 raw[base + e["data_offsets"][0]:base + e["data_offsets"][1]])
-                for name, e in entries]
-    if suffix in (".npy", ".npz"):
-        loaded = np.load(path, allow_pickle=False)
-        arrays = ([(path.stem, loaded)] if suffix == ".npy"
-                  else [(key, loaded[key]) for key in loaded.files])
-        return [(name, a.dtype.name,
-                 np.ascontiguousarray(a, a.dtype.newbyteorder("<")).tobytes())
-                for name, a in arrays]
-    if suffix in (".pt", ".pth"):
-        import torch
-
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise UnsafePickleError(f"{path} holds objects other than tensors; refusing to "
-                                    f"unpickle it ({str(exc).splitlines()[0]})") from exc
-        return [(name, str(t.dtype).removeprefix("torch."),
-                 t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-                for name, t in _walk_tensors(obj, "")]
-    raise InputError(f"{path}: not a tensor file ({', '.join(TENSOR_SUFFIXES)})")
+    return [(t.name, t.dtype, t.data) for t in load_file_bundle(path).tensors]
 
 
 def load_file_bytes(path: str | Path, dtype: str | None = None) -> FileBytes:
@@ -153,17 +133,17 @@ def load_file_bytes(path: str | Path, dtype: str | None = None) -> FileBytes:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    bundle = None
     if path.suffix.lower() in TENSOR_SUFFIXES:
         try:
-            tensors = _read_tensor_bytes(path)
+            bundle = load_file_bundle(path)
         except LmgcError:
             raise
         except Exception as exc:  # any parse failure of a foreign file format
             raise InputError(f"cannot read tensors from {path}: {type(exc).__name__}: {exc}"
                              ) from exc
-        names = list(dict.fromkeys(dtype_name for _, dtype_name, _ in tensors))
-        dtype_name = names[0] if len(names) == 1 else f"mixed({','.join(names)})"
-        data = b"".join(raw for _, _, raw in tensors)
+        dtype_name = _dtype_label(t.dtype for t in bundle.tensors)
+        data = b"".join(t.data for t in bundle.tensors)
     else:
         if dtype is None:
             raise InputError(f"{path}: raw file needs --dtype (e.g. --dtype float32); tensor "
@@ -172,7 +152,7 @@ def load_file_bytes(path: str | Path, dtype: str | None = None) -> FileBytes:
     if dtype_name not in _NUMPY_DTYPES and not dtype_name.startswith("mixed("):
         raise UnsupportedDtypeError(f"{path}: dtype {dtype_name} is not supported; "
                                     f"known: {', '.join(_NUMPY_DTYPES)}")
-    loaded = FileBytes(str(path), data, dtype_name)
+    loaded = FileBytes(str(path), data, dtype_name, bundle)
     if not data:
         raise InputError(f"{path} holds no data")
     if len(data) % loaded.dtype.itemsize:

@@ -143,7 +143,7 @@ class LLMPrior:
         if not ids:
             raise SerializationError(f"model {lm.spec!r} has no token made of these characters")
         self._token_ids = np.asarray(ids, dtype=np.int64)
-        self._torch_ids = torch.from_numpy(self._token_ids).to(lm.device)
+        self._head = _RestrictedHead(lm.model, torch.from_numpy(self._token_ids).to(lm.device))
         self._symbol_of = {tok: sym for sym, tok in enumerate(ids)}
         self.alphabet_size = len(ids)
         self.max_symbols = lm.max_positions - 1
@@ -197,9 +197,38 @@ class LLMPrior:
         torch.set_num_threads(self.threads)
         ids = np.concatenate([[self.bos_id], self._token_ids[symbols[:-1]]]) if len(symbols) else []
         inputs = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.lm.device)[None]
+        return softmax(self._head.logits(inputs, cache=None)[0])
+
+
+class _RestrictedHead:
+    """The LM with its output layer cut down to the alphabet's rows.
+
+    The output layer reads a vocabulary-sized matrix every step (a fifth of SmolLM2's weights);
+    only the alphabet's logits are needed, so only their rows are multiplied. Softcapping (Gemma)
+    is applied as the model itself does.
+    """
+
+    def __init__(self, model, token_ids) -> None:
+        head = model.get_output_embeddings()
+        self.body = model.base_model
+        self.weight = head.weight[token_ids].detach().clone()
+        self.bias = None if head.bias is None else head.bias[token_ids].detach().clone()
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        params = inspect.signature(type(self.body).forward).parameters
+        # transformers 5 renamed ``past_key_values`` to ``cache``; the cache is updated in place.
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def logits(self, input_ids, cache) -> np.ndarray:
+        """(batch, positions, alphabet) float32 logits, as numpy."""
+        import torch
+
+        kwargs = {self.cache_arg: cache, "use_cache": cache is not None}
         with torch.inference_mode():
-            logits = self.lm.model(input_ids=inputs).logits[0][:, self._torch_ids]
-        return softmax(logits.float().cpu().numpy())
+            hidden = self.body(input_ids=input_ids, **kwargs).last_hidden_state
+            logits = torch.nn.functional.linear(hidden, self.weight, self.bias)
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits.float().cpu().numpy()
 
 
 class _LLMSession:
@@ -213,9 +242,6 @@ class _LLMSession:
         self._prior = prior
         self._batch = batch_size
         self._cache = DynamicCache()
-        # transformers 5 renamed ``past_key_values`` to ``cache``; the cache is updated in place.
-        forward = inspect.signature(type(prior.lm.model).forward).parameters
-        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
     def step(self, symbols: np.ndarray | None) -> np.ndarray:
         import torch
@@ -226,7 +252,4 @@ class _LLMSession:
         else:
             ids = prior._token_ids[symbols]
         inputs = torch.from_numpy(ids).to(prior.lm.device)[:, None]
-        with torch.inference_mode():
-            out = prior.lm.model(input_ids=inputs, use_cache=True, **{self._cache_arg: self._cache})
-        logits = out.logits[:, -1, :][:, prior._torch_ids]
-        return softmax(logits.float().cpu().numpy())
+        return softmax(prior._head.logits(inputs, self._cache)[:, -1])
