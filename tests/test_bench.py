@@ -161,7 +161,7 @@ def test_loader_errors_are_typed(tmp_path) -> None:
     with pytest.raises(UnsafePickleError):
         load_file_bytes(tmp_path / "unsafe.pt")
     (tmp_path / "bad.safetensors").write_bytes(b"\x05")
-    with pytest.raises(InputError, match="cannot read tensors"):
+    with pytest.raises(InputError, match="cannot read .*bad.safetensors"):
         load_file_bytes(tmp_path / "bad.safetensors")
 
 
@@ -191,3 +191,103 @@ def test_cli_bad_codec_name_exits_1_with_message(grads, tmp_path, capsys) -> Non
     assert "unknown codec 'nope'" in capsys.readouterr().err
     assert _cli(["bench", "--list-codecs"]) == 0
     assert "planes-zstd" in capsys.readouterr().out
+
+
+# --- lossy front-end --------------------------------------------------------------------------
+
+def _fixture_file():
+    from conftest import fixture_files
+
+    return fixture_files()[0]
+
+
+def test_lossy_rate_counts_payload_and_side_info_against_the_original() -> None:
+    from lmgc.lossy import error_report, parse_lossy, side_info_bytes
+    from lmgc.tensors import read_tensors
+
+    path = _fixture_file()
+    results = run_bench([path], codecs=["gzip", "zstd-19"], protocols=["whole", "chunked"],
+                        lossy="topk:1%+quant:8")
+    bundle = read_tensors(path)
+    pipeline = parse_lossy("topk:1%+quant:8")
+    payload, info = pipeline.encode(bundle)
+    report = error_report(bundle, pipeline.decode(payload, info))
+    for r in results:
+        assert r.status == "ok" and r.verified and r.lossy == "topk:1%+quant:8"
+        assert r.original_bytes == bundle.nbytes and r.payload_bytes == payload.nbytes
+        assert r.measured_bytes == payload.nbytes  # every codec saw the same payload
+        assert r.side_info_bytes == side_info_bytes(info) > 0
+        assert r.rate_pct == pytest.approx(
+            100 * (r.compressed_bytes + r.side_info_bytes) / r.original_bytes)
+        assert (r.max_abs_error, r.rel_l2_error) == (report["max_abs"], report["rel_l2"])
+        assert r.dtype == "mixed(uint8,float32)"
+    assert all(r.rate_pct < 5 for r in results)
+    table = format_markdown(results)
+    assert f"| {path.name} | `topk:1%+quant:8` | mixed(uint8,float32) | whole | gzip |" in table
+    assert "| topk:1%+quant:8 | whole | gzip |" in table  # summary, grouped by spec
+    assert "side info" in table and "rel L2 error" in table
+    error_row = (f"| {path.name} | `topk:1%+quant:8` | {bundle.nbytes:,} | {payload.nbytes:,} | "
+                 f"{side_info_bytes(info):,} |")
+    assert table.count(error_row) == 1 and f"{report['rel_l2']:.4f}" in table
+
+
+def test_several_lossy_specs_and_none_share_one_table(grads) -> None:
+    plain = run_bench([grads], codecs=["gzip"], protocols=["whole"])
+    results = run_bench([grads], codecs=["gzip"], protocols=["whole"],
+                        lossy=["none", "quant:8", "quant:4:block=256"])
+    assert [r.lossy for r in results] == [None, "quant:8", "quant:4:block=256"]
+    assert (results[0].compressed_bytes, results[0].rate_pct, results[0].payload_bytes) == (
+        plain[0].compressed_bytes, plain[0].rate_pct, None)  # "none": the lossless row
+    n_values = len(grads.data) // 4
+    assert results[1].payload_bytes == n_values + 8  # one byte per code + (min, step)
+    assert results[2].payload_bytes == n_values // 2 + 8 * math.ceil(n_values / 256)
+    assert results[2].rate_pct < results[1].rate_pct < plain[0].rate_pct
+    table = format_markdown(results)
+    assert "| grads.bin | `none` | float32 | whole | gzip |" in table
+    assert "| grads.bin | `quant:8` | mixed(uint8,float32) | whole | gzip |" in table
+    for spec in ("quant:8", "quant:4:block=256"):  # best per spec: each alone in its group
+        assert f"| {spec} | whole | gzip | **" in table
+
+
+def test_plain_tables_do_not_mention_lossy(grads) -> None:
+    table = format_markdown(run_bench([grads], codecs=["gzip"], protocols=["whole"]))
+    assert "lossy" not in table.lower() and "| file | dtype | protocol |" in table
+
+
+def test_sampled_lossy_rate_is_extrapolated(grads) -> None:
+    (result,) = run_bench([grads], codecs=["gzip"], protocols=["whole"], lossy="quant:16",
+                          sample_bytes=4096, windows=3)
+    assert result.windows == 3 and result.measured_bytes == 3 * 4096
+    assert result.payload_bytes == len(grads.data) // 2 + 8
+    window_rate = 100 * result.compressed_bytes / result.measured_bytes
+    # the same compression over the whole payload, plus the side info, against the original
+    assert result.rate_pct == pytest.approx(
+        (window_rate * result.payload_bytes + 100 * result.side_info_bytes) / len(grads.data),
+        rel=0.05)
+
+
+def test_lossy_errors_are_typed(grads) -> None:
+    from lmgc.lossy import LossySpecError
+
+    with pytest.raises(LossySpecError, match="'topk:150%'"):
+        run_bench([grads], codecs=["gzip"], protocols=["whole"], lossy="topk:150%")
+    mixed = FileBytes("mixed.bin", grads.data[:64], "mixed(float32,int64)")
+    with pytest.raises(InputError, match="lossy front-end needs the tensors"):
+        run_bench([mixed], codecs=["gzip"], protocols=["whole"], lossy="quant:8")
+
+
+def test_cli_lossy_table_and_json(tmp_path, capsys) -> None:
+    path = _fixture_file()
+    out = tmp_path / "out"
+    argv = ["bench", str(path), "--codecs", "gzip,lzma", "--protocol", "whole", "--lossy",
+            "topk:1%+quant:8", "--lossy", "sign", "--out", str(out), "--no-progress"]
+    assert _cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "`topk:1%+quant:8`" in printed and "`sign`" in printed and "max abs error" in printed
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["meta"]["lossy"] == ["topk:1%+quant:8", "sign"]
+    assert {r["lossy"] for r in saved["results"]} == {"topk:1%+quant:8", "sign"}
+    assert all(r["side_info_bytes"] > 0 for r in saved["results"])
+    assert _cli(["bench", str(path), "--lossy", "quant:0", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "invalid lossy spec 'quant:0'" in err and "valid stages" in err

@@ -40,6 +40,7 @@ __all__ = [
     "register_codec",
     "png_shape",
     "EXTRA_HINT",
+    "LmgcCodec",
 ]
 
 EXTRA_HINT = "pip install 'lmgc[baselines]'"
@@ -379,3 +380,50 @@ def get_codec(name: str) -> Codec:
         return CODECS[name]
     except KeyError:
         raise InputError(f"unknown codec {name!r}; valid codecs: {', '.join(CODECS)}") from None
+
+
+class LmgcCodec:
+    """The LLM codec behind the benchmark's Codec interface (whole container bytes counted).
+
+    A mode is ``[MODEL:]SERIALIZATION``, e.g. ``hex-space-be`` or ``gemma3-270m:hex-none-le``.
+    The model is loaded on first use, so listing the codec costs nothing. It chunks internally
+    (``chunk_bytes``), so the benchmark runs it under the whole-file protocol only.
+    """
+
+    whole_only = True
+
+    def __init__(self, mode: str, *, chunk_bytes: int = 1024, batch_size: int = 16) -> None:
+        from .serialize import Serialization
+
+        model, _, serialization = mode.rpartition(":")
+        Serialization.parse(serialization)  # validate now, with lmgc's own error
+        self.name = f"lmgc:{mode}"
+        self.model = model or None
+        self.serialization = serialization
+        self.chunk_bytes, self.batch_size = chunk_bytes, batch_size
+        self._compressor = None
+
+    def available(self) -> bool:
+        return True
+
+    def supports(self, dtype: np.dtype) -> bool:
+        return True
+
+    def _dtype_name(self, dtype: np.dtype) -> str:
+        from .tensors import ITEMSIZE
+
+        name = np.dtype(dtype).name
+        return name if name in ITEMSIZE else "uint8"
+
+    def compress(self, data: bytes, dtype: np.dtype) -> bytes:
+        if self._compressor is None:
+            from .api import Compressor
+
+            self._compressor = Compressor(self.model, serialization=self.serialization,
+                                          chunk_bytes=self.chunk_bytes, batch_size=self.batch_size)
+        return self._compressor.compress(data, self._dtype_name(dtype))
+
+    def decompress(self, blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
+        from .api import Decompressor
+
+        return Decompressor(self.model).decompress_bundle(blob).tensors[0].data

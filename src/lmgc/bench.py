@@ -22,13 +22,11 @@ import csv
 import dataclasses
 import json
 import math
-import pickle
 import platform
 import statistics
-import struct
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .baselines import CODECS, EXTRA_HINT, Codec, get_codec
+from .baselines import CODECS, EXTRA_HINT, Codec, LmgcCodec, get_codec
 from .errors import InputError, LmgcError, OutputExistsError, UnsupportedDtypeError
 from .lossy import LossyPipeline, error_report, parse_lossy, side_info_bytes
 from .tensors import ITEMSIZE, TensorBundle, bundle_objects, raw_bundle, read_tensors
@@ -112,20 +110,16 @@ def _dtype_label(names: Iterable[str]) -> str:
 
 
 def load_file_bundle(path: str | Path) -> TensorBundle:
-    """The tensors of a tensor file (:func:`lmgc.tensors.read_tensors`, plus .npz archives)."""
+    """The tensors of a tensor file in stored order (:func:`lmgc.tensors.read_tensors`, plus .npz).
+
+    The one place bench parses tensor files. Non-tensor entries of .pt files (e.g. LM-GC's
+    ``batch_step``) stay in the structure and add no bytes.
+    """
     path = Path(path)
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as loaded:
             return bundle_objects({key: loaded[key] for key in loaded.files})
     return read_tensors(path)
-
-
-def _read_tensor_bytes(path: Path) -> list[tuple[str, str, bytes]]:
-    """(name, dtype name, raw little-endian bytes) of every tensor of a file, in stored order.
-
-    Non-tensor entries of .pt files (e.g. LM-GC's ``batch_step``) are ignored.
-    """
-    return [(t.name, t.dtype, t.data) for t in load_file_bundle(path).tensors]
 
 
 def load_file_bytes(path: str | Path, dtype: str | None = None) -> FileBytes:
@@ -184,7 +178,12 @@ def sample_windows(n_bytes: int, itemsize: int, window_bytes: int, windows: int,
 
 @dataclass(frozen=True)
 class BenchResult:
-    """One codec on one file under one protocol. ``rate_pct`` = compressed / original × 100."""
+    """One codec on one file under one protocol. ``rate_pct`` = compressed / original × 100.
+
+    With a lossy front-end (``lossy`` set), the codec compressed the payload (``measured_bytes``
+    of it), ``compressed_bytes`` is the codec's output and ``rate_pct`` = (compressed payload +
+    ``side_info_bytes``) / ``original_bytes`` × 100, extrapolated from the windows when sampled.
+    """
 
     file: str
     dtype: str
@@ -201,6 +200,47 @@ class BenchResult:
     windows: int | None = None  # set when sampled
     window_bytes: int | None = None
     message: str = ""
+    lossy: str | None = None  # the canonical lossy spec, when one was applied
+    original_bytes: int | None = None  # the file's bytes before the lossy front-end
+    payload_bytes: int | None = None  # the bytes the lossy front-end handed to the codecs
+    side_info_bytes: int | None = None  # lossy side information outside the payload (JSON)
+    max_abs_error: float | None = None  # reconstruction error of the lossy front-end
+    rel_l2_error: float | None = None
+
+
+@dataclass(frozen=True)
+class _Lossy:
+    """A file after one lossy front-end: what the codecs compress, and what it cost."""
+
+    spec: str
+    payload: FileBytes
+    original_bytes: int
+    side_info_bytes: int
+    max_abs_error: float
+    rel_l2_error: float
+
+    def fields(self) -> dict[str, Any]:
+        return dict(lossy=self.spec, original_bytes=self.original_bytes,
+                    payload_bytes=len(self.payload.data), side_info_bytes=self.side_info_bytes,
+                    max_abs_error=self.max_abs_error, rel_l2_error=self.rel_l2_error)
+
+    def rate(self, payload_rate_pct: float) -> float:
+        """Rate against the original bytes, side info included, from a rate against the payload."""
+        return (payload_rate_pct * len(self.payload.data) + 100 * self.side_info_bytes) / \
+            self.original_bytes
+
+
+def _apply_lossy(source: FileBytes, pipeline: LossyPipeline) -> _Lossy:
+    """Run the front-end once; the payload tensors' bytes, in payload order, go to every codec."""
+    bundle = source.to_bundle()
+    payload, info = pipeline.encode(bundle)
+    report = error_report(bundle, pipeline.decode(payload, info))
+    data = b"".join(t.data for t in payload.tensors)
+    if not data:
+        raise InputError(f"{source.label}: the lossy front-end {pipeline} left no bytes")
+    flat = FileBytes(source.label, data, _dtype_label(t.dtype for t in payload.tensors), payload)
+    return _Lossy(pipeline.spec, flat, bundle.nbytes, side_info_bytes(info),
+                  report["max_abs"], report["rel_l2"])
 
 
 @dataclass(frozen=True)
@@ -236,11 +276,12 @@ def _mbps(n_bytes: int, seconds: float) -> float | None:
 
 
 def _bench_one(source: FileBytes, codec: Codec, protocol: str, spans: list[tuple[int, int]],
-               sampled: bool, chunk_bytes: int) -> BenchResult:
+               sampled: bool, chunk_bytes: int, lossy: _Lossy | None = None) -> BenchResult:
     base = dict(file=source.label, dtype=source.dtype_name, codec=codec.name, protocol=protocol,
                 measured_bytes=sum(end - start for start, end in spans),
                 windows=len(spans) if sampled else None,
-                window_bytes=spans[0][1] - spans[0][0] if sampled else None)
+                window_bytes=spans[0][1] - spans[0][0] if sampled else None,
+                **(lossy.fields() if lossy else {}))
     if not codec.available():
         missing = getattr(codec, "missing_packages", lambda: [])()
         need = f"needs {', '.join(missing)} ({EXTRA_HINT})" if missing else "not available"
@@ -248,12 +289,16 @@ def _bench_one(source: FileBytes, codec: Codec, protocol: str, spans: list[tuple
     if not codec.supports(source.dtype):
         return BenchResult(status="n/a", message=f"does not take {source.dtype_name} elements",
                            **base)
+    if protocol != "whole" and getattr(codec, "whole_only", False):
+        return BenchResult(status="n/a", message="chunks internally; whole protocol only", **base)
     try:
         runs = [_measure(codec, source.data[start:end], source.dtype, protocol, chunk_bytes)
                 for start, end in spans]
     except Exception as exc:  # a codec crashing is a result to report, not a reason to stop
         return BenchResult(status="failed", message=f"{type(exc).__name__}: {exc}", **base)
     rates = [100 * run.compressed_bytes / (end - start) for run, (start, end) in zip(runs, spans)]
+    if lossy is not None:
+        rates = [lossy.rate(rate) for rate in rates]
     verified = all(run.verified for run in runs)
     return BenchResult(
         status="ok" if verified else "failed",
@@ -277,10 +322,23 @@ def _resolve_codecs(codecs: Iterable[str | Codec] | None) -> list[Codec]:
     return resolved
 
 
+def _resolve_lossy(lossy: str | LossyPipeline | Iterable[str | LossyPipeline] | None
+                   ) -> list[LossyPipeline | None]:
+    if lossy is None:
+        return [None]
+    specs = [lossy] if isinstance(lossy, (str, LossyPipeline)) else list(lossy)
+    if not specs:
+        return [None]
+    pipelines = [parse_lossy(s) if isinstance(s, str) else s for s in specs]
+    return list(dict.fromkeys(p if p.stages else None for p in pipelines))  # "none": lossless
+
+
 def run_bench(files: Iterable[str | Path | FileBytes], codecs: Iterable[str | Codec] | None = None,
               protocols: Iterable[str] = PROTOCOLS, sample_bytes: int | None = None, seed: int = 0,
               *, windows: int = DEFAULT_WINDOWS, dtype: str | None = None,
-              chunk_bytes: int = CHUNK_BYTES, progress: bool = False) -> list[BenchResult]:
+              chunk_bytes: int = CHUNK_BYTES, progress: bool = False,
+              lossy: str | LossyPipeline | Iterable[str | LossyPipeline] | None = None,
+              ) -> list[BenchResult]:
     """Measure every codec on every file under every protocol; one record each, in that order.
 
     Args:
@@ -290,12 +348,17 @@ def run_bench(files: Iterable[str | Path | FileBytes], codecs: Iterable[str | Co
         sample_bytes: when set, measure every codec on the same ``windows`` seeded random
             windows of this many bytes per file instead of the whole file.
         progress: show a tqdm bar on stderr.
+        lossy: one lossy spec (e.g. ``"topk:1%+quant:8"``, see :mod:`lmgc.lossy`) or several
+            (each gives its own rows; ``"none"`` gives the lossless rows). Each file is
+            preprocessed once per spec and every codec compresses the same payload; the rate
+            counts payload and side information against the original bytes.
 
     Raises:
-        InputError: unknown codec or protocol, unreadable file, bad sizes.
+        InputError: unknown codec or protocol, invalid lossy spec, unreadable file, bad sizes.
     """
     files = list(files)
     selected = _resolve_codecs(codecs)
+    pipelines = _resolve_lossy(lossy)
     protocols = list(protocols)
     for protocol in protocols:
         if protocol not in PROTOCOLS:
@@ -310,22 +373,25 @@ def run_bench(files: Iterable[str | Path | FileBytes], codecs: Iterable[str | Co
     from tqdm import tqdm
 
     results = []
-    with tqdm(total=len(files) * len(selected) * len(protocols), desc="bench", unit="run",
-              file=sys.stderr, disable=not progress) as bar:
+    with tqdm(total=len(files) * len(pipelines) * len(selected) * len(protocols), desc="bench",
+              unit="run", file=sys.stderr, disable=not progress) as bar:
         for item in files:
-            source = item if isinstance(item, FileBytes) else load_file_bytes(item, dtype)
-            itemsize = source.dtype.itemsize
-            if "chunked" in protocols and chunk_bytes % itemsize:
-                raise InputError(f"chunk size {chunk_bytes} is not a multiple of the "
-                                 f"{source.dtype_name} element size {itemsize}")
-            spans = ([(0, len(source.data))] if sample_bytes is None else
-                     sample_windows(len(source.data), itemsize, sample_bytes, windows, seed))
-            for codec in selected:
-                for protocol in protocols:
-                    bar.set_postfix_str(f"{Path(source.label).name} {codec.name} {protocol}")
-                    results.append(_bench_one(source, codec, protocol, spans,
-                                              sample_bytes is not None, chunk_bytes))
-                    bar.update()
+            original = item if isinstance(item, FileBytes) else load_file_bytes(item, dtype)
+            for pipeline in pipelines:
+                applied = None if pipeline is None else _apply_lossy(original, pipeline)
+                source = original if applied is None else applied.payload
+                itemsize = source.dtype.itemsize
+                if "chunked" in protocols and chunk_bytes % itemsize:
+                    raise InputError(f"chunk size {chunk_bytes} is not a multiple of the "
+                                     f"{source.dtype_name} element size {itemsize}")
+                spans = ([(0, len(source.data))] if sample_bytes is None else
+                         sample_windows(len(source.data), itemsize, sample_bytes, windows, seed))
+                for codec in selected:
+                    for protocol in protocols:
+                        bar.set_postfix_str(f"{Path(source.label).name} {codec.name} {protocol}")
+                        results.append(_bench_one(source, codec, protocol, spans,
+                                                  sample_bytes is not None, chunk_bytes, applied))
+                        bar.update()
     return results
 
 
@@ -345,31 +411,42 @@ def _mark(verified: bool | None) -> str:
     return {True: "✓", False: "✗", None: "—"}[verified]
 
 
-def _summary_rows(measured: list[BenchResult]) -> list[list[str]]:
-    groups: dict[tuple[str, str], list[BenchResult]] = {}
+def _summary_rows(measured: list[BenchResult], with_lossy: bool = False) -> list[list[str]]:
+    groups: dict[tuple[str | None, str, str], list[BenchResult]] = {}
     for r in measured:
-        groups.setdefault((r.protocol, r.codec), []).append(r)
+        groups.setdefault((r.lossy, r.protocol, r.codec), []).append(r)
     best = {}
-    for (protocol, _), rows in groups.items():
+    for (lossy, protocol, _), rows in groups.items():
         good = [r.rate_pct for r in rows if r.verified]
         if good and len(good) == len(rows):
-            best[protocol] = min(best.get(protocol, math.inf), statistics.fmean(good))
+            best[lossy, protocol] = min(best.get((lossy, protocol), math.inf),
+                                        statistics.fmean(good))
     lines = []
-    for (protocol, codec), rows in groups.items():
+    for (lossy, protocol, codec), rows in groups.items():
         good = [r for r in rows if r.verified]
         rates = [r.rate_pct for r in good]
         mean = statistics.fmean(rates) if rates else None
         spread = statistics.stdev(rates) if len(rates) > 1 else None
         text = _rate_text(mean, spread)
-        if mean is not None and len(good) == len(rows) and mean == best.get(protocol):
+        if mean is not None and len(good) == len(rows) and mean == best.get((lossy, protocol)):
             text = f"**{text}**"
         speeds = [[r.compress_mbps for r in good if r.compress_mbps],
                   [r.decompress_mbps for r in good if r.decompress_mbps]]
         ok = f"{len(good)}/{len(rows)}"
-        lines.append([protocol, codec, text,
-                      *(_speed_text(statistics.fmean(s)) if s else "—" for s in speeds),
-                      ("✓ " if len(good) == len(rows) else "✗ ") + ok])
+        lines.append(([lossy or "none"] if with_lossy else []) + [
+            protocol, codec, text,
+            *(_speed_text(statistics.fmean(s)) if s else "—" for s in speeds),
+            ("✓ " if len(good) == len(rows) else "✗ ") + ok])
     return lines
+
+
+def _error_rows(results: Sequence[BenchResult]) -> list[list[str]]:
+    seen = dict.fromkeys((r.file, r.lossy) for r in results if r.lossy is not None)
+    first = {key: next(r for r in results if (r.file, r.lossy) == key) for key in seen}
+    return [[Path(r.file).name, f"`{r.lossy}`", f"{r.original_bytes:,}", f"{r.payload_bytes:,}",
+             f"{r.side_info_bytes:,}",
+             f"{100 * (r.payload_bytes + r.side_info_bytes) / r.original_bytes:.2f}",
+             f"{r.max_abs_error:.3g}", f"{r.rel_l2_error:.4f}"] for r in first.values()]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -381,30 +458,54 @@ def format_markdown(results: Sequence[BenchResult], chunk_bytes: int = CHUNK_BYT
     """Per-file table, mean ± std over files per codec and protocol, notes on skipped codecs."""
     measured = [r for r in results if r.status in ("ok", "failed") and r.rate_pct is not None]
     sampled = any(r.windows is not None for r in results)
+    with_lossy = any(r.lossy is not None for r in results)
     lines = ["## Compression rate (compressed / original × 100, lower is better)", "",
              f"Protocols: **whole** = each file compressed in one call; **chunked** = each "
              f"{chunk_bytes}-byte chunk compressed alone, every chunk's headers counted "
              "(chunk lengths not counted, as in the paper). MB/s = 10^6 input bytes per second.",
              ""]
+    if with_lossy:
+        specs = ", ".join(f"`{s}`" for s in dict.fromkeys(r.lossy or "none" for r in results))
+        lines += [f"Lossy front-end (column *lossy*: {specs}): each file was preprocessed once "
+                  "and every codec compressed the same payload (codes, kept values, positions, "
+                  "scales); rate = (compressed payload + side info) / original file bytes × 100, "
+                  "where side info is the JSON the decoder needs beyond the tensor manifest. "
+                  "*dtype* is the payload's; MB/s count payload bytes; ✓ = payload round trip.",
+                  ""]
     if sampled:
         lines += ["Sampled: every codec ran on the same seeded random windows of each file "
                   "(column *sampled*: k windows of N bytes); rate = mean over windows ± 95% "
                   "confidence interval.", ""]
-    header = ["file", "dtype", "protocol", "codec", "rate %", "compress MB/s",
-              "decompress MB/s", "verified"] + (["sampled"] if sampled else [])
+        if with_lossy:
+            lines += ["Sampled lossy rates are extrapolated: rate over the windows × payload "
+                      "bytes / original bytes, plus the side info.", ""]
+    lossy_column = (lambda r: [f"`{r.lossy or 'none'}`"]) if with_lossy else (lambda r: [])
+    header = ["file", *(["lossy"] if with_lossy else []), "dtype", "protocol", "codec", "rate %",
+              "compress MB/s", "decompress MB/s", "verified"] + (["sampled"] if sampled else [])
     order = {p: i for i, p in enumerate(PROTOCOLS)}
-    rows = [[Path(r.file).name, r.dtype, r.protocol, r.codec, _rate_text(r.rate_pct, r.rate_ci95),
-             _speed_text(r.compress_mbps), _speed_text(r.decompress_mbps), _mark(r.verified)]
+    lossy_order = {spec: i for i, spec in enumerate(dict.fromkeys(r.lossy for r in results))}
+    measured.sort(key=lambda r: (lossy_order[r.lossy], order[r.protocol]))
+    rows = [[Path(r.file).name, *lossy_column(r), r.dtype, r.protocol, r.codec,
+             _rate_text(r.rate_pct, r.rate_ci95), _speed_text(r.compress_mbps),
+             _speed_text(r.decompress_mbps), _mark(r.verified)]
             + ([f"{r.windows} × {r.window_bytes} B"] if sampled else [])
-            for r in sorted(measured, key=lambda r: order[r.protocol])]
+            for r in measured]
     lines += _table(header, rows)
     if measured:
         lines += ["", "### Mean ± std over files (verified runs only; best in bold)", ""]
-        lines += _table(["protocol", "codec", "rate %", "compress MB/s", "decompress MB/s",
-                         "verified"], _summary_rows(sorted(measured,
-                                                          key=lambda r: order[r.protocol])))
+        lines += _table([*(["lossy"] if with_lossy else []), "protocol", "codec", "rate %",
+                         "compress MB/s", "decompress MB/s", "verified"],
+                        _summary_rows(measured, with_lossy))
+    if with_lossy:
+        lines += ["", "### Lossy front-end: sizes before lossless coding and reconstruction error",
+                  "", "Error of the decoded tensors against the original ones, over all tensors "
+                  "(rel L2 = ‖decoded − original‖ / ‖original‖).", ""]
+        lines += _table(["file", "lossy", "original B", "payload B", "side info B",
+                         "uncoded rate %", "max abs error", "rel L2 error"], _error_rows(results))
     notes = sorted({f"- {r.status} **{r.codec}**: {r.message}"
-                    + ("" if r.status == "skipped" else f" ({Path(r.file).name}, {r.protocol})")
+                    + ("" if r.status == "skipped" else
+                       f" ({Path(r.file).name}, {r.protocol}"
+                       + (f", {r.lossy})" if r.lossy else ")"))
                     for r in results if r.status != "ok"})
     if notes:
         lines += ["", "Notes:", *notes]
@@ -422,7 +523,7 @@ def plot_rates(results: Sequence[BenchResult], path: str | Path) -> bool:
         return False
     measured = [r for r in results if r.verified]
     protocols = [p for p in PROTOCOLS if any(r.protocol == p for r in measured)] or ["whole"]
-    files = list(dict.fromkeys(r.file for r in measured))
+    files = list(dict.fromkeys((r.file, r.lossy) for r in measured))
     codecs = list(dict.fromkeys(r.codec for r in measured))
     fig = Figure(figsize=(max(6.0, 0.6 * len(codecs) * max(1, len(files)) ** 0.5 + 2),
                           3.2 * len(protocols)), layout="constrained")
@@ -430,11 +531,12 @@ def plot_rates(results: Sequence[BenchResult], path: str | Path) -> bool:
     width = 0.8 / max(1, len(files))
     for ax, protocol in zip(axes, protocols):
         for j, file in enumerate(files):
-            by_codec = {r.codec: r for r in measured if r.protocol == protocol and r.file == file}
+            by_codec = {r.codec: r for r in measured
+                        if r.protocol == protocol and (r.file, r.lossy) == file}
             xs = [i + j * width for i, c in enumerate(codecs) if c in by_codec]
             ax.bar(xs, [by_codec[c].rate_pct for c in codecs if c in by_codec], width,
                    yerr=[by_codec[c].rate_ci95 or 0 for c in codecs if c in by_codec],
-                   label=Path(file).name)
+                   label=Path(file[0]).name + (f" [{file[1]}]" if file[1] else ""))
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(codecs))], codecs,
                       rotation=45, ha="right")
         ax.set_ylabel("rate % (lower is better)")
@@ -479,7 +581,9 @@ def write_outputs(results: Sequence[BenchResult], out_dir: str | Path, settings:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(dataclasses.asdict(r) for r in results)
-    meta = {**settings, "rate": "compressed bytes / original bytes * 100", "MB": "10^6 bytes",
+    meta = {**settings, "rate": "compressed bytes / original bytes * 100 (with a lossy "
+            "front-end: (compressed payload + side_info_bytes) / original_bytes * 100)",
+            "MB": "10^6 bytes",
             "versions": _versions()}
     paths["json"].write_text(json.dumps({"meta": meta, "results": [dataclasses.asdict(r)
                                                                    for r in results]}, indent=1),
@@ -523,6 +627,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--windows", type=_positive_int, default=DEFAULT_WINDOWS, metavar="K",
                         help=f"windows per file with --sample-bytes (default {DEFAULT_WINDOWS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the windows (default 0)")
+    parser.add_argument("--lossy", action="append", metavar="SPEC",
+                        help="lossy front-end applied once per file before every codec, e.g. "
+                             "topk:1%%+quant:8, quant:4:block=256, sign, randk:10%%:seed=0 "
+                             "(repeat for several; 'none' adds the lossless rows); the rate "
+                             "counts payload + side info against the original bytes")
+    parser.add_argument("--lmgc", action="append", metavar="MODE", default=[],
+                        help="add the LLM codec in this mode, [MODEL:]SERIALIZATION, e.g. "
+                             "hex-space-be or gemma3-270m:hex-none-le (repeatable; slow on CPU: "
+                             "combine with --sample-bytes)")
+    parser.add_argument("--lmgc-chunk-bytes", type=_positive_int, default=1024, metavar="N",
+                        help="chunk size of the LLM codec (default 1024)")
+    parser.add_argument("--lmgc-batch", type=_positive_int, default=16, metavar="B",
+                        help="chunks coded in lockstep by the LLM codec (default 16)")
     parser.add_argument("--dtype", choices=sorted(_NUMPY_DTYPES),
                         help="element dtype of raw (non-tensor) files")
     parser.add_argument("--out", metavar="DIR",
@@ -542,6 +659,15 @@ def _list_codecs() -> str:
     return "\n".join(lines)
 
 
+def _with_llm_codecs(names: list[str] | None, modes: list[str], chunk_bytes: int,
+                     batch_size: int) -> list[str | Codec] | None:
+    """The classical codecs named (all when none are) plus one LLM codec per ``--lmgc`` mode."""
+    if not modes:
+        return names
+    llm = [LmgcCodec(mode, chunk_bytes=chunk_bytes, batch_size=batch_size) for mode in modes]
+    return [*(names if names is not None else CODECS), *llm]
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     """Run ``lmgc bench`` from parsed arguments; library errors become one line and exit code 1."""
     if args.list_codecs:
@@ -552,12 +678,15 @@ def run_bench_command(args: argparse.Namespace) -> int:
             raise InputError("give at least one FILE (or --list-codecs)")
         out_dir = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
         _check_outputs_free(out_dir, args.force)  # before a long run, not after it
-        results = run_bench(args.files, args.codecs, args.protocol, args.sample_bytes, args.seed,
+        codecs = _with_llm_codecs(args.codecs, args.lmgc, args.lmgc_chunk_bytes, args.lmgc_batch)
+        results = run_bench(args.files, codecs, args.protocol, args.sample_bytes, args.seed,
                             windows=args.windows, dtype=args.dtype, chunk_bytes=args.chunk_bytes,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, lossy=args.lossy)
         settings = {"files": args.files, "codecs": list(dict.fromkeys(r.codec for r in results)),
                     "protocols": args.protocol, "chunk_bytes": args.chunk_bytes,
                     "sample_bytes": args.sample_bytes, "windows": args.windows, "seed": args.seed}
+        if args.lossy:
+            settings["lossy"] = list(dict.fromkeys(r.lossy or "none" for r in results))
         paths = write_outputs(results, out_dir, settings, force=args.force)
     except LmgcError as exc:
         print(f"lmgc bench: error: {exc}", file=sys.stderr)

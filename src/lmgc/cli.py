@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import __version__, bench
 from .collect import cli as collect_cli
-from .errors import LmgcError
+from .errors import LmgcError, OutputExistsError
+from .serialize import Serialization
 
 __all__ = ["main", "build_parser"]
 
@@ -35,30 +36,31 @@ def _human(n: float) -> str:
 
 
 def _cmd_compress(args) -> int:
-    from .api import Compressor
+    from .api import Compressor, Decompressor
+    from .tensors import atomic_path, read_tensors
 
+    Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
     out = Path(args.output) if args.output else Path(str(args.input) + ".lmgc")
+    if out.exists() and not args.force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    bundle = read_tensors(args.input, args.dtype)
     compressor = Compressor(
         args.model, serialization=args.serialization, group_bytes=args.group_bytes,
         chunk_bytes=args.chunk_bytes, batch_size=args.batch, threads=args.threads,
         dtype=args.model_dtype, device=args.device, progress=not args.quiet,
     )  # fmt: skip
     start = time.perf_counter()
-    size = compressor.compress_file(args.input, out, dtype=args.dtype, force=args.force)
+    data = compressor.compress(bundle)
     seconds = time.perf_counter() - start
-    from .api import read_container_info
-
-    original = read_container_info(out.read_bytes())["header"]["total_bytes"]
     if args.verify:
-        from .api import Decompressor
-        from .tensors import read_tensors
-
-        decoded = Decompressor(progress=not args.quiet).decompress_bundle(out.read_bytes())
-        source = read_tensors(args.input, args.dtype)
-        if [t.data for t in decoded.tensors] != [t.data for t in source.tensors]:
-            raise LmgcError(f"verification failed: {out} does not decode to {args.input}")
-    rate = size / original if original else 0.0
-    print(f"{args.input} -> {out}: {_human(original)} -> {_human(size)} ({100 * rate:.2f}%), "
+        decoded = Decompressor(progress=not args.quiet).decompress_bundle(data)
+        if [t.data for t in decoded.tensors] != [t.data for t in bundle.tensors]:
+            raise LmgcError(f"verification failed: the result does not decode to {args.input}")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    original = bundle.nbytes
+    rate = len(data) / original if original else 0.0
+    print(f"{args.input} -> {out}: {_human(original)} -> {_human(len(data))} ({100 * rate:.2f}%), "
           f"{original / seconds:,.0f} B/s{', verified' if args.verify else ''}")  # fmt: skip
     return 0
 
@@ -124,14 +126,17 @@ def _cmd_info(args) -> int:
 
 def _cmd_estimate(args) -> int:
     from .api import Compressor
+    from .tensors import read_tensors
 
+    Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
+    bundle = read_tensors(args.input, args.dtype)
     compressor = Compressor(
         args.model, serialization=args.serialization, group_bytes=args.group_bytes,
         chunk_bytes=args.chunk_bytes, threads=args.threads, dtype=args.model_dtype,
         device=args.device, progress=not args.quiet,
     )  # fmt: skip
     start = time.perf_counter()
-    est = compressor.estimate(args.input, args.dtype)
+    est = compressor.estimate(bundle)
     seconds = time.perf_counter() - start
     print(f"{args.input}: ESTIMATE (ideal code length from a full forward pass, not a coded size): "
           f"{_human(est.ideal_bits / 8)} of {_human(est.original_bytes)} = {100 * est.rate:.2f}%, "

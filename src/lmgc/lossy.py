@@ -15,8 +15,8 @@ most one quantization stage (which must be last)::
 bundle (the bytes a lossless codec then compresses) and a small JSON-able ``info`` dict; the two
 together are everything :meth:`LossyPipeline.decode` needs. No side information is left out:
 kept positions (a bitmap or delta-coded LEB128 varints, whichever is smaller, per tensor and
-stage), quantization minima and steps, sign scales all travel as payload tensors; the per-tensor
-kept counts and position encodings are in ``info["tensors"]`` (see :func:`side_info_bytes`).
+stage), quantization minima and steps, sign scales all travel as payload tensors; which of the
+two position codings each stream uses is in ``info["positions"]`` (see :func:`side_info_bytes`).
 
 Quantized values are stored with the narrowest element width that holds them: 1/2/4-bit codes
 packed into bytes (first value in the high bits), 8-bit codes one byte each, 16-bit codes as
@@ -32,8 +32,13 @@ reconstructions are rounded back to float16 / bfloat16; float64 tensors are quan
 >>> pipeline = parse_lossy("topk:10%+quant:8")
 >>> bundle = bundle_objects({"w": np.linspace(-1, 1, 100, dtype=np.float32)})
 >>> payload, info = pipeline.encode(bundle)
->>> [(t.name, t.dtype, t.shape) for t in payload.tensors]
-[('codes/0/w', 'uint8', (10,)), ('scales/0/w', 'float32', (1, 2)), ('positions0/0/w', 'uint8', (10,))]
+>>> for t in payload.tensors:
+...     print(t.name, t.dtype, t.shape)
+codes/0/w uint8 (10,)
+scales/0/w float32 (1, 2)
+positions0/0/w uint8 (10,)
+>>> info["positions"]  # the 10 positions as delta varints (10 bytes) beat a bitmap (13)
+'d'
 >>> restored = pipeline.decode(payload, info)
 >>> round(error_report(bundle, restored)["rel_l2"], 3)
 0.854
@@ -355,11 +360,20 @@ def _numel(shape) -> int:
 
 @dataclass(frozen=True)
 class _Slot:
-    """One payload tensor: its name, dtype and shape, in payload order."""
+    """One payload tensor: name, dtype, shape (None: delta varints, as long as its k varints)."""
 
     name: str
     dtype: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None
+    kept: int = 0  # for position streams: how many positions it holds
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the pipeline does to one tensor: value counts after each stage, position codings."""
+
+    sizes: tuple[int, ...]  # n, then the count kept by each sparsification stage
+    kinds: str  # per sparsification stage: "b" (bitmap) or "d" (delta-coded varints)
 
 
 @dataclass(frozen=True)
@@ -384,19 +398,31 @@ class LossyPipeline:
     def quantizer(self) -> Quantize | Sign | None:
         return next((s for s in self.stages if isinstance(s, _Quantizer)), None)
 
+    def _transforms(self, dtype: str, n: int) -> bool:
+        """Float tensors with values go through the stages; the rest pass through unchanged."""
+        return bool(self.stages) and dtype in FLOAT_DTYPES and n > 0
+
+    def _sizes(self, n: int) -> tuple[int, ...]:
+        sizes = [n]
+        for stage in self.sparsifiers:
+            sizes.append(stage.keep(sizes[-1]))
+        return tuple(sizes)
+
     # -- encoding --
 
     def encode(self, bundle: TensorBundle) -> tuple[TensorBundle, dict]:
         """The payload bundle to code losslessly, and the JSON-able ``info`` that inverts it.
 
+        ``info`` holds the version, the spec, the original manifest and one character per
+        transformed tensor and sparsification stage (``b``: bitmap, ``d``: delta varints).
+
         Raises:
-            InputError: a float tensor holds NaN or infinity.
+            InputError: a float tensor holds NaN or infinity (or, quantized, exceeds float32).
         """
         blobs: dict[str, bytes] = {}
-        entries: list[list | None] = []
+        kinds: list[str] = []
         for index, record in enumerate(bundle.tensors):
-            if not self._transforms(record):
-                entries.append(None)
+            if not self._transforms(record.dtype, len(record.data)):
                 blobs[f"pass/{index}/{record.name}"] = record.data
                 continue
             values = _native(record)
@@ -405,12 +431,10 @@ class LossyPipeline:
                 raise InputError(f"tensor {record.name or '<root>'!r} holds NaN or infinity; "
                                  "lossy stages need finite values")
             magnitude = np.abs(as_float.astype(np.float64))
-            entry: list = []
-            for j, stage in enumerate(self.sparsifiers):
-                k = stage.keep(values.size)
+            for j, (stage, k) in enumerate(zip(self.sparsifiers, self._sizes(values.size)[1:])):
                 kept = stage.select(magnitude, k, index)
                 kind, stream = _encode_positions(kept, values.size)
-                entry.append([k, kind] if kind == "b" else [k, kind, len(stream)])
+                kinds.append(kind)
                 blobs[f"positions{j}/{index}/{record.name}"] = stream
                 values, magnitude = values[kept], magnitude[kept]
             if self.quantizer is None:
@@ -423,37 +447,58 @@ class LossyPipeline:
                 codes, scales = self.quantizer.encode(as_float32)
                 blobs[f"codes/{index}/{record.name}"] = codes
                 blobs[f"scales/{index}/{record.name}"] = scales
-            entries.append(entry)
         info = {"lossy": INFO_VERSION, "spec": self.spec, "manifest": bundle.manifest(),
-                "tensors": entries}
+                "positions": "".join(kinds)}
         slots = self._layout(info)
         assert sorted(blobs) == sorted(s.name for s in slots)
-        records = [TensorRecord(s.name, s.dtype, s.shape, blobs[s.name], "numpy", None)
-                   for s in slots]
+        records = [TensorRecord(s.name, s.dtype, (len(blobs[s.name]),) if s.shape is None
+                                else s.shape, blobs[s.name], "numpy", None) for s in slots]
         assert all(len(r.data) == _numel(r.shape) * r.itemsize for r in records)
         return _payload_bundle(records), info
 
-    def _transforms(self, record: TensorRecord) -> bool:
-        return bool(self.stages) and record.dtype in FLOAT_DTYPES and len(record.data) > 0
-
     # -- layout: every payload tensor's name, dtype and shape, from info alone --
 
+    def _plans(self, info: dict) -> list[_Plan | None]:
+        """Per original tensor: its plan, or None when it passes through; validates ``info``."""
+        try:
+            if info.get("lossy") != INFO_VERSION:
+                raise FormatError(f"lossy info version {info.get('lossy')!r} is not supported "
+                                  f"(this lmgc reads version {INFO_VERSION})")
+            if info["spec"] != self.spec:
+                raise FormatError(f"the payload was encoded with {info['spec']!r}, "
+                                  f"not {self.spec!r}")
+            kinds, per = info["positions"], len(self.sparsifiers)
+            plans: list[_Plan | None] = []
+            for meta in info["manifest"]["tensors"]:
+                n = _numel(meta["shape"])
+                if not self._transforms(meta["dtype"], n):
+                    plans.append(None)
+                    continue
+                mine, kinds = kinds[:per], kinds[per:]
+                if len(mine) != per or set(mine) - {"b", "d"}:
+                    raise CorruptDataError("lossy info: bad position codings")
+                plans.append(_Plan(self._sizes(n), mine))
+            if kinds:
+                raise CorruptDataError("lossy info: more position codings than tensors")
+            return plans
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise CorruptDataError(f"lossy info is malformed: {type(exc).__name__}: {exc}"
+                                   ) from None
+
     def _layout(self, info: dict) -> list[_Slot]:
-        manifest, entries = info["manifest"], info["tensors"]
+        plans = self._plans(info)  # validates info first
         groups: dict[str, list[_Slot]] = {"codes": [], "values": [], "scales": [], "pass": []}
         positions: list[list[_Slot]] = [[] for _ in self.sparsifiers]
-        for index, (meta, entry) in enumerate(zip(manifest["tensors"], entries)):
+        for index, (meta, plan) in enumerate(zip(info["manifest"]["tensors"], plans)):
             suffix = f"/{index}/{meta['name']}"
-            n = _numel(meta["shape"])
-            if entry is None:
+            if plan is None:
                 groups["pass"].append(_Slot("pass" + suffix, meta["dtype"], tuple(meta["shape"])))
                 continue
-            m = n
-            for j, part in enumerate(entry):
-                k, kind = part[0], part[1]
-                size = -(-m // 8) if kind == "b" else part[2]
-                positions[j].append(_Slot(f"positions{j}{suffix}", "uint8", (size,)))
-                m = k
+            for j, kind in enumerate(plan.kinds):
+                m, k = plan.sizes[j], plan.sizes[j + 1]
+                shape = (-(-m // 8),) if kind == "b" else None
+                positions[j].append(_Slot(f"positions{j}{suffix}", "uint8", shape, k))
+            m = plan.sizes[-1]
             if self.quantizer is None:
                 groups["values"].append(_Slot("values" + suffix, meta["dtype"], (m,)))
             else:
@@ -464,88 +509,70 @@ class LossyPipeline:
         return [*groups["codes"], *groups["values"], *groups["scales"],
                 *(slot for stage in positions for slot in stage), *groups["pass"]]
 
-    def _check_info(self, info: dict) -> None:
-        try:
-            if info.get("lossy") != INFO_VERSION:
-                raise FormatError(f"lossy info version {info.get('lossy')!r} is not supported "
-                                  f"(this lmgc reads version {INFO_VERSION})")
-            if info["spec"] != self.spec:
-                raise FormatError(f"the payload was encoded with {info['spec']!r}, "
-                                  f"not {self.spec!r}")
-            manifest, entries = info["manifest"], info["tensors"]
-            if len(manifest["tensors"]) != len(entries):
-                raise CorruptDataError("lossy info: one entry per tensor expected")
-            for meta, entry in zip(manifest["tensors"], entries):
-                if entry is None:
-                    continue
-                if meta["dtype"] not in FLOAT_DTYPES or len(entry) != len(self.sparsifiers):
-                    raise CorruptDataError(f"lossy info: bad entry for tensor {meta['name']!r}")
-                m = _numel(meta["shape"])
-                for part in entry:
-                    if not (part[1] in ("b", "d") and 0 < part[0] <= m
-                            and len(part) == (2 if part[1] == "b" else 3)):
-                        raise CorruptDataError(f"lossy info: bad positions of {meta['name']!r}")
-                    m = part[0]
-        except (KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise CorruptDataError(f"lossy info is malformed: {type(exc).__name__}: {exc}") from None
-
     # -- decoding --
 
     def decode(self, coded: TensorBundle, info: dict) -> TensorBundle:
         """The dense reconstruction: the original names, shapes, dtypes, structure and format.
 
         Raises:
-            FormatError: ``info`` is from another spec or version, or the payload does not match.
+            FormatError: ``info`` is from another spec or version, or the payload does not match
+                it (:class:`~lmgc.errors.CorruptDataError`).
         """
-        self._check_info(info)
         slots = self._layout(info)
-        got = [(t.name, len(t.data)) for t in coded.tensors]
-        want = [(s.name, _numel(s.shape) * _itemsize(s.dtype)) for s in slots]
-        if got != want:
+        if [t.name for t in coded.tensors] != [s.name for s in slots] or any(
+                s.shape is not None and len(t.data) != _numel(s.shape) * ITEMSIZE[s.dtype]
+                for s, t in zip(slots, coded.tensors)):
             raise CorruptDataError("lossy payload does not match its info (tensor names or sizes "
                                    "differ)")
         data = {t.name: t.data for t in coded.tensors}
         manifest = info["manifest"]
         blobs = []
-        for index, (meta, entry) in enumerate(zip(manifest["tensors"], info["tensors"])):
+        for index, (meta, plan) in enumerate(zip(manifest["tensors"], self._plans(info))):
             suffix = f"/{index}/{meta['name']}"
-            if entry is None:
+            if plan is None:
                 blobs.append(data["pass" + suffix])
                 continue
-            sizes = [_numel(meta["shape"])] + [part[0] for part in entry]
             if self.quantizer is None:
                 values = np.frombuffer(data["values" + suffix], _NATIVE[meta["dtype"]])
             else:
-                m = sizes[-1]
-                values = _from_float32(self.quantizer.decode(data["codes" + suffix],
-                                                             data["scales" + suffix], m),
-                                       meta["dtype"])
-            for j in reversed(range(len(entry))):
-                kept = _decode_positions(entry[j][1], data[f"positions{j}{suffix}"],
-                                         sizes[j], sizes[j + 1])
-                dense = np.zeros(sizes[j], dtype=values.dtype)  # all-zero bits: +0.0
+                decoded = self.quantizer.decode(data["codes" + suffix], data["scales" + suffix],
+                                                plan.sizes[-1])
+                values = _from_float32(decoded, meta["dtype"])
+            for j in reversed(range(len(plan.kinds))):
+                kept = _decode_positions(plan.kinds[j], data[f"positions{j}{suffix}"],
+                                         plan.sizes[j], plan.sizes[j + 1])
+                dense = np.zeros(plan.sizes[j], dtype=values.dtype)  # all-zero bits: +0.0
                 dense[kept] = values
                 values = dense
             blobs.append(values.astype(_NATIVE[meta["dtype"]], copy=False).tobytes())
         return TensorBundle.from_manifest(manifest, blobs)
 
     def split_payload(self, data: bytes, info: dict) -> TensorBundle:
-        """Rebuild the payload bundle from its concatenated bytes (its layout follows from info)."""
-        self._check_info(info)
+        """Rebuild the payload bundle from its concatenated bytes (its layout follows from info).
+
+        A delta-coded position stream ends with its k-th varint, so no lengths are stored.
+        """
         records, offset = [], 0
         for slot in self._layout(info):
-            size = _numel(slot.shape) * _itemsize(slot.dtype)
-            records.append(TensorRecord(slot.name, slot.dtype, slot.shape,
+            if slot.shape is None:
+                window = np.frombuffer(data, np.uint8, count=min(len(data) - offset,
+                                                                 10 * slot.kept), offset=offset)
+                ends = np.flatnonzero((window & 0x80) == 0)
+                if ends.size < slot.kept:
+                    raise CorruptDataError(f"lossy payload: {slot.name} is truncated")
+                shape = (int(ends[slot.kept - 1]) + 1,)
+            else:
+                shape = slot.shape
+            size = _numel(shape) * ITEMSIZE[slot.dtype]
+            if offset + size > len(data):
+                raise CorruptDataError(f"lossy payload: {slot.name} is truncated")
+            records.append(TensorRecord(slot.name, slot.dtype, shape,
                                         bytes(data[offset:offset + size]), "numpy", None))
             offset += size
         if offset != len(data):
             raise CorruptDataError(f"lossy payload has {len(data)} bytes, its info describes "
                                    f"{offset}")
         return _payload_bundle(records)
-
-
-def _itemsize(dtype: str) -> int:
-    return ITEMSIZE[dtype]
 
 
 def _payload_bundle(records: list[TensorRecord]) -> TensorBundle:
@@ -573,8 +600,9 @@ def side_info_bytes(info: dict) -> int:
     """Bytes of ``info`` that a lossless coder would not need: compact JSON without the manifest.
 
     The manifest (names, shapes, dtypes of the original tensors) is what any container stores for
-    lossless coding too; the rest (spec, kept counts, position encodings and their lengths) is
-    side information of the lossy stages. Everything else (positions, scales) is in the payload.
+    lossless coding too; the rest (version, spec, one bitmap-or-delta flag per tensor and
+    sparsification stage) is side information of the lossy stages. Everything else (positions,
+    minima, steps, scales) is in the payload; kept counts follow from the spec and the shapes.
     """
     rest = {key: value for key, value in info.items() if key != "manifest"}
     return len(json.dumps(rest, separators=(",", ":")).encode())
