@@ -73,7 +73,7 @@ def rate_section(coded_bytes: int, estimate_bytes: int, lines: list[str]) -> Non
     lines += [
         "## Rate by serialization (SmolLM2-135M)",
         "",
-        f"Coded: {coded_bytes} B windows (seeded) per file, chunk 512 B, batch 4; encoded, decoded and "
+        f"Coded: {coded_bytes} B windows (seeded) per file, chunk 256 B, batch 4; encoded, decoded and "
         "compared. *payload* = sum of chunk payloads / original; *file* adds the container header "
         "and chunk table (large relative to these small windows). *ideal* = cross-entropy of the "
         "coded tokens. *estimate* = full-forward cross-entropy on "
@@ -87,7 +87,7 @@ def rate_section(coded_bytes: int, estimate_bytes: int, lines: list[str]) -> Non
         coded_sample = window(values, coded_bytes, seed=0)
         est_sample = window(values, estimate_bytes, seed=1)
         for spec, dtype in VARIANTS:
-            r = coded_run(coded_sample, serialization=spec, model_dtype=dtype, chunk_bytes=512, batch=4)
+            r = coded_run(coded_sample, serialization=spec, model_dtype=dtype, chunk_bytes=256, batch=4)
             est = r["compressor"].estimate(est_sample)
             n = r["bytes"]
             lines.append(
@@ -123,8 +123,8 @@ def speed_section(lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="rate,speed")
-    parser.add_argument("--coded-bytes", type=int, default=2048)
-    parser.add_argument("--estimate-bytes", type=int, default=16384)
+    parser.add_argument("--coded-bytes", type=int, default=1024)
+    parser.add_argument("--estimate-bytes", type=int, default=8192)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/codec.md"))
     args = parser.parse_args()
     import torch

@@ -152,3 +152,17 @@ def test_default_model_location_is_the_embedded_package():
 
     assert _embedded_gguf("smollm2-135m").suffix == ".gguf"
     assert Path(_embedded_gguf("smollm2-135m")).stat().st_size > 50_000_000
+
+
+def test_lossy_front_end_round_trip(gradient_sample, smollm2):
+    """Lossy stages in front of the LLM: decoding returns exactly the dequantized tensor."""
+    from lmgc.lossy import parse_lossy
+    from lmgc.tensors import bundle_objects
+
+    data = gradient_sample[:32]
+    blob = lmgc.compress(data, lossy="topk:25%+quant:8", **TINY)
+    back = lmgc.decompress(blob)
+    pipeline = parse_lossy("topk:25%+quant:8")
+    expected = pipeline.decode(*pipeline.encode(bundle_objects(data))).to_objects()
+    assert back.shape == data.shape and back.tobytes() == expected.tobytes()
+    assert "lossy" in lmgc.read_container_info(blob)["header"]

@@ -30,6 +30,8 @@ from .errors import (
     OutputExistsError,
     SerializationError,
 )
+from .lossy import decode as lossy_decode
+from .lossy import parse_lossy
 from .models import load_model
 from .prior import LLMPrior
 from .serialize import DEFAULT_SERIALIZATION, Serialization
@@ -142,22 +144,27 @@ class Compressor:
         threads: torch CPU threads; part of the format (results differ between thread counts).
         dtype, device: what the model computes in; recorded and required for decoding.
         progress: show a progress bar on stderr.
+        lossy: a lossy front-end (e.g. ``topk:1%+quant:8``, see :mod:`lmgc.lossy`) applied before
+            coding; its side information is coded too and decoding returns the dequantized tensors.
     """
 
     def __init__(
         self, model: str | None = None, *, serialization: str = DEFAULT_SERIALIZATION,
         group_bytes: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, dtype: str = "float32",
-        device: str = "cpu", progress: bool = False,
+        device: str = "cpu", progress: bool = False, lossy: str | None = None,
     ) -> None:  # fmt: skip
         self.config = CodecConfig(serialization, group_bytes, chunk_bytes, batch_size)
+        self.lossy = parse_lossy(lossy) if lossy else None
         self.serialization = Serialization.parse(serialization, group_bytes)
         self.lm = load_model(model, dtype=dtype, device=device)
         self.prior = LLMPrior(self.lm, self.serialization.alphabet(), threads or _default_threads())
         self.progress = progress
 
     def _chunks(self, source, dtype):
-        bundle = _as_bundle(source, dtype)
+        bundle, self.lossy_info = _as_bundle(source, dtype), None
+        if self.lossy is not None:
+            bundle, self.lossy_info = self.lossy.encode(bundle)
         group = _group_bytes(bundle, self.config)
         stream = _ordered_stream(bundle, self.serialization)
         chunks = split_chunks(stream, self.config.chunk_bytes)
@@ -182,6 +189,8 @@ class Compressor:
             "manifest": bundle.manifest(),
             "ideal_bits": sum(e.ideal_bits for e in encoded),
         }
+        if self.lossy_info is not None:
+            header["lossy"] = self.lossy_info
         table = [ChunkEntry(len(e.payload), e.n_symbols, crc32(c)) for e, c in zip(encoded, chunks)]
         original = b"".join(t.data for t in bundle.tensors)
         return pack(Container(header, table, hashlib.sha256(original).digest(), [e.payload for e in encoded]))
@@ -279,7 +288,8 @@ class Decompressor:
             if crc32(chunk) != entry.crc32:
                 raise CorruptDataError(f"chunk {i} fails its CRC32 check: the file is corrupt")
             chunks.append(chunk)
-        return _bundle_from_stream(b"".join(chunks), manifest, serialization, container.sha256)
+        bundle = _bundle_from_stream(b"".join(chunks), manifest, serialization, container.sha256)
+        return lossy_decode(bundle, header["lossy"]) if "lossy" in header else bundle
 
     def decompress(self, data: bytes):
         """The original object: array/tensor or nested container (numpy in, numpy out)."""

@@ -512,6 +512,12 @@ def format_markdown(results: Sequence[BenchResult], chunk_bytes: int = CHUNK_BYT
     return "\n".join(lines) + "\n"
 
 
+def _short_label(path: str) -> str:
+    """``folder/file`` (checkpoints of different runs often share file names)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def plot_rates(results: Sequence[BenchResult], path: str | Path) -> bool:
     """Bar chart of rates per codec (x) and file (bars), one panel per protocol.
 
@@ -536,7 +542,7 @@ def plot_rates(results: Sequence[BenchResult], path: str | Path) -> bool:
             xs = [i + j * width for i, c in enumerate(codecs) if c in by_codec]
             ax.bar(xs, [by_codec[c].rate_pct for c in codecs if c in by_codec], width,
                    yerr=[by_codec[c].rate_ci95 or 0 for c in codecs if c in by_codec],
-                   label=Path(file[0]).name + (f" [{file[1]}]" if file[1] else ""))
+                   label=_short_label(file[0]) + (f" [{file[1]}]" if file[1] else ""))
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(codecs))], codecs,
                       rotation=45, ha="right")
         ax.set_ylabel("rate % (lower is better)")

