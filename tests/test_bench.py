@@ -173,7 +173,7 @@ def test_cli_prints_and_saves_table_csv_json_chart(grads, tmp_path, capsys) -> N
             "--out", str(out), "--no-progress"]
     assert _cli(argv) == 0
     printed = capsys.readouterr().out
-    assert "| g.npy | float32 | chunked | fpzip |" in printed
+    assert f"| {tmp_path.name}/g.npy | float32 | chunked | fpzip |" in printed
     assert (out / "bench.md").read_text(encoding="utf-8") == printed
     assert (out / "bench.csv").read_text().count("\n") == 1 + 4
     saved = json.loads((out / "bench.json").read_text())
@@ -223,10 +223,11 @@ def test_lossy_rate_counts_payload_and_side_info_against_the_original() -> None:
         assert r.dtype == "mixed(uint8,float32)"
     assert all(r.rate_pct < 5 for r in results)
     table = format_markdown(results)
-    assert f"| {path.name} | `topk:1%+quant:8` | mixed(uint8,float32) | whole | gzip |" in table
+    label = f"{path.parent.name}/{path.name}"
+    assert f"| {label} | `topk:1%+quant:8` | mixed(uint8,float32) | whole | gzip |" in table
     assert "| topk:1%+quant:8 | whole | gzip |" in table  # summary, grouped by spec
     assert "side info" in table and "rel L2 error" in table
-    error_row = (f"| {path.name} | `topk:1%+quant:8` | {bundle.nbytes:,} | {payload.nbytes:,} | "
+    error_row = (f"| {label} | `topk:1%+quant:8` | {bundle.nbytes:,} | {payload.nbytes:,} | "
                  f"{side_info_bytes(info):,} |")
     assert table.count(error_row) == 1 and f"{report['rel_l2']:.4f}" in table
 

@@ -166,3 +166,21 @@ def test_lossy_front_end_round_trip(gradient_sample, smollm2):
     expected = pipeline.decode(*pipeline.encode(bundle_objects(data))).to_objects()
     assert back.shape == data.shape and back.tobytes() == expected.tobytes()
     assert "lossy" in lmgc.read_container_info(blob)["header"]
+
+
+def test_llm_codec_in_the_benchmark(tmp_path, gradient_sample, smollm2):
+    """``lmgc bench --lmgc MODE``: the LLM codec is measured like any baseline, verified."""
+    from lmgc.baselines import LmgcCodec
+    from lmgc.bench import format_markdown, run_bench
+
+    raw = tmp_path / "g.bin"
+    raw.write_bytes(gradient_sample[:16].tobytes())
+    codec = LmgcCodec("hex-space-be", chunk_bytes=16, batch_size=2)
+    results = run_bench([raw], [codec, "gzip"], ["whole", "chunked"], dtype="float32")
+    by_key = {(r.codec, r.protocol): r for r in results}
+    llm = by_key[("lmgc:hex-space-be", "whole")]
+    assert llm.status == "ok" and llm.verified
+    same = lmgc.compress(raw.read_bytes(), dtype="float32", chunk_bytes=16, batch_size=2)
+    assert llm.compressed_bytes == len(same)  # the whole container is counted
+    assert by_key[("lmgc:hex-space-be", "chunked")].status == "n/a"
+    assert "lmgc:hex-space-be" in format_markdown(results)

@@ -397,6 +397,12 @@ def run_bench(files: Iterable[str | Path | FileBytes], codecs: Iterable[str | Co
 
 # --- reporting ------------------------------------------------------------------------------
 
+def _short_label(path: str) -> str:
+    """``folder/file`` (checkpoints of different runs often share file names)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def _rate_text(rate: float | None, spread: float | None) -> str:
     if rate is None:
         return "—"
@@ -443,7 +449,7 @@ def _summary_rows(measured: list[BenchResult], with_lossy: bool = False) -> list
 def _error_rows(results: Sequence[BenchResult]) -> list[list[str]]:
     seen = dict.fromkeys((r.file, r.lossy) for r in results if r.lossy is not None)
     first = {key: next(r for r in results if (r.file, r.lossy) == key) for key in seen}
-    return [[Path(r.file).name, f"`{r.lossy}`", f"{r.original_bytes:,}", f"{r.payload_bytes:,}",
+    return [[_short_label(r.file), f"`{r.lossy}`", f"{r.original_bytes:,}", f"{r.payload_bytes:,}",
              f"{r.side_info_bytes:,}",
              f"{100 * (r.payload_bytes + r.side_info_bytes) / r.original_bytes:.2f}",
              f"{r.max_abs_error:.3g}", f"{r.rel_l2_error:.4f}"] for r in first.values()]
@@ -485,7 +491,7 @@ def format_markdown(results: Sequence[BenchResult], chunk_bytes: int = CHUNK_BYT
     order = {p: i for i, p in enumerate(PROTOCOLS)}
     lossy_order = {spec: i for i, spec in enumerate(dict.fromkeys(r.lossy for r in results))}
     measured.sort(key=lambda r: (lossy_order[r.lossy], order[r.protocol]))
-    rows = [[Path(r.file).name, *lossy_column(r), r.dtype, r.protocol, r.codec,
+    rows = [[_short_label(r.file), *lossy_column(r), r.dtype, r.protocol, r.codec,
              _rate_text(r.rate_pct, r.rate_ci95), _speed_text(r.compress_mbps),
              _speed_text(r.decompress_mbps), _mark(r.verified)]
             + ([f"{r.windows} × {r.window_bytes} B"] if sampled else [])
@@ -504,18 +510,12 @@ def format_markdown(results: Sequence[BenchResult], chunk_bytes: int = CHUNK_BYT
                          "uncoded rate %", "max abs error", "rel L2 error"], _error_rows(results))
     notes = sorted({f"- {r.status} **{r.codec}**: {r.message}"
                     + ("" if r.status == "skipped" else
-                       f" ({Path(r.file).name}, {r.protocol}"
+                       f" ({_short_label(r.file)}, {r.protocol}"
                        + (f", {r.lossy})" if r.lossy else ")"))
                     for r in results if r.status != "ok"})
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
-
-
-def _short_label(path: str) -> str:
-    """``folder/file`` (checkpoints of different runs often share file names)."""
-    p = Path(path)
-    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
 def plot_rates(results: Sequence[BenchResult], path: str | Path) -> bool:
