@@ -71,7 +71,8 @@ def coded_run(sample: np.ndarray, *, serialization: str, model_dtype: str, chunk
     }  # fmt: skip
 
 
-def rate_section(coded_bytes: int, estimate_bytes: int, lines: list[str]) -> None:
+def rate_section(coded_bytes: int, estimate_bytes: int, lines: list[str],
+                 only: list[tuple[str, str]] | None = None) -> None:
     lines += [
         "## Rate by serialization (SmolLM2-135M)",
         "",
@@ -88,7 +89,7 @@ def rate_section(coded_bytes: int, estimate_bytes: int, lines: list[str]) -> Non
         values = gradient_values(path)
         coded_sample = window(values, coded_bytes, seed=0)
         est_sample = window(values, estimate_bytes, seed=1)
-        for spec, dtype in VARIANTS if index == 0 else SECOND_FILE_VARIANTS:
+        for spec, dtype in only or (VARIANTS if index == 0 else SECOND_FILE_VARIANTS):
             r = coded_run(coded_sample, serialization=spec, model_dtype=dtype, chunk_bytes=256, batch=4)
             est = r["compressor"].estimate(est_sample)
             n = r["bytes"]
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--sections", default="rate,speed")
     parser.add_argument("--coded-bytes", type=int, default=1024)
     parser.add_argument("--estimate-bytes", type=int, default=8192)
+    parser.add_argument("--variants", help="only these SERIALIZATION:DTYPE pairs, comma-separated, "
+                        "on every file (default: the full list on the first file, 2 on the second)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/codec.md"))
     args = parser.parse_args()
     import torch
@@ -143,7 +146,8 @@ def main() -> None:
     ]
     sections = args.sections.split(",")
     if "rate" in sections:
-        rate_section(args.coded_bytes, args.estimate_bytes, lines)
+        only = [tuple(v.split(":")) for v in args.variants.split(",")] if args.variants else None
+        rate_section(args.coded_bytes, args.estimate_bytes, lines, only)
     if "speed" in sections:
         speed_section(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

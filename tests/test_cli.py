@@ -29,7 +29,7 @@ def test_compress_info_decompress(tmp_path, grad_npy, smollm2, capsys):
 
     assert main(["info", str(packed)]) == 0
     info = capsys.readouterr().out
-    assert "serialization: hex-space-be, 4 B per group" in info
+    assert "serialization: hex-comma-be, 4 B per group" in info
     assert "smollm2-135m" in info and "float32 [8]" in info
 
     assert main(["decompress", str(packed), "-o", str(tmp_path / "back.npy"), "-q"]) == 0

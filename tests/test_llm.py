@@ -180,7 +180,8 @@ def test_llm_codec_in_the_benchmark(tmp_path, gradient_sample, smollm2):
     by_key = {(r.codec, r.protocol): r for r in results}
     llm = by_key[("lmgc:hex-space-be", "whole")]
     assert llm.status == "ok" and llm.verified
-    same = lmgc.compress(raw.read_bytes(), dtype="float32", chunk_bytes=16, batch_size=2)
+    same = lmgc.compress(raw.read_bytes(), dtype="float32", serialization="hex-space-be",
+                         chunk_bytes=16, batch_size=2)
     assert llm.compressed_bytes == len(same)  # the whole container is counted
     assert by_key[("lmgc:hex-space-be", "chunked")].status == "n/a"
     assert "lmgc:hex-space-be" in format_markdown(results)

@@ -137,7 +137,7 @@ class Compressor:
 
     Args:
         model: model spec (see :mod:`lmgc.models`); default ``$LMGC_MODEL`` or SmolLM2-135M.
-        serialization: e.g. ``hex-space-be`` (default), ``hex-none-le``, ``iso``.
+        serialization: e.g. ``hex-comma-be`` (default), ``hex-none-le``, ``iso``.
         group_bytes: bytes per group (1, 2, 4, 8); default the element size.
         chunk_bytes: bytes per independently coded chunk (one model context each).
         batch_size: chunks run in lockstep; part of the format (decoding repeats it).

@@ -200,7 +200,7 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="read the input as raw little-endian values of this dtype")
     _add_model_options(parser)
     parser.add_argument("--serialization", "-s", default=DEFAULT_SERIALIZATION,
-                        help=f"ENCODING[-SEPARATOR][-le|-be], e.g. hex-space-be (default "
+                        help=f"ENCODING[-SEPARATOR][-le|-be], e.g. hex-comma-be (default "
                         f"{DEFAULT_SERIALIZATION}), hex-none-le, hex-commaspace, hex-0x, iso")  # fmt: skip
     parser.add_argument("--group-bytes", type=int, choices=(1, 2, 4, 8),
                         help="bytes per group (default: the element size)")  # fmt: skip

@@ -33,8 +33,8 @@ SEPARATORS: dict[str, str] = {
 }
 _ENCODINGS = ("hex", "iso")
 _BYTE_ORDERS = {"le": "little", "be": "big"}
-#: Measured best on real gradients with SmolLM2-135M (benchmarks/results/serialization.md).
-DEFAULT_SERIALIZATION = "hex-space-be"
+#: Measured best on real gradients with SmolLM2-135M (benchmarks/results/codec_rate*.md).
+DEFAULT_SERIALIZATION = "hex-comma-be"
 
 
 @dataclass(frozen=True)
