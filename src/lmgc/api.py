@@ -132,6 +132,18 @@ def _as_bundle(source, dtype: str | None) -> TensorBundle:
     return bundle_objects(source)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """Input turned into chunk texts (after the optional lossy front-end)."""
+
+    bundle: TensorBundle
+    lossy_info: dict | None
+    group: int
+    stream: bytes
+    chunks: list[bytes]
+    texts: list[str]
+
+
 class Compressor:
     """Compresses tensors with an LLM prior; loads the model once for many calls.
 
@@ -161,19 +173,21 @@ class Compressor:
         self.prior = LLMPrior(self.lm, self.serialization.alphabet(), threads or _default_threads())
         self.progress = progress
 
-    def _chunks(self, source, dtype):
-        bundle, self.lossy_info = _as_bundle(source, dtype), None
+    def _prepare(self, source, dtype) -> _Prepared:
+        bundle, lossy_info = _as_bundle(source, dtype), None
         if self.lossy is not None:
-            bundle, self.lossy_info = self.lossy.encode(bundle)
+            bundle, lossy_info = self.lossy.encode(bundle)
         group = _group_bytes(bundle, self.config)
         stream = _ordered_stream(bundle, self.serialization)
         chunks = split_chunks(stream, self.config.chunk_bytes)
         texts = [self.serialization.to_text(c, group) for c in chunks]
-        return bundle, group, stream, chunks, texts
+        return _Prepared(bundle, lossy_info, group, stream, chunks, texts)
 
     def compress(self, source, dtype: str | None = None) -> bytes:
         """Compress a path, array, tensor, nested dict/list of them, or raw bytes (with dtype)."""
-        bundle, group, stream, chunks, texts = self._chunks(source, dtype)
+        prepared = self._prepare(source, dtype)
+        bundle, group, stream, chunks, texts = (prepared.bundle, prepared.group, prepared.stream,
+                                                 prepared.chunks, prepared.texts)  # fmt: skip
         symbols = [self.prior.tokenize(text) for text in texts]
         with _progress_bar(sum(map(len, symbols)), "compress", self.progress) as bar:
             encoded = encode_symbols(
@@ -189,8 +203,8 @@ class Compressor:
             "manifest": bundle.manifest(),
             "ideal_bits": sum(e.ideal_bits for e in encoded),
         }
-        if self.lossy_info is not None:
-            header["lossy"] = self.lossy_info
+        if prepared.lossy_info is not None:
+            header["lossy"] = prepared.lossy_info
         table = [ChunkEntry(len(e.payload), e.n_symbols, crc32(c)) for e, c in zip(encoded, chunks)]
         original = b"".join(t.data for t in bundle.tensors)
         return pack(Container(header, table, hashlib.sha256(original).digest(), [e.payload for e in encoded]))
@@ -209,7 +223,8 @@ class Compressor:
         """Ideal code length from a full forward pass per chunk (fast; an estimate only)."""
         import numpy as np
 
-        bundle, _, stream, chunks, texts = self._chunks(source, dtype)
+        prepared = self._prepare(source, dtype)
+        stream, texts = prepared.stream, prepared.texts
         bits, tokens = 0.0, 0
         with _progress_bar(len(texts), "estimate", self.progress) as bar:
             for text in texts:
