@@ -186,27 +186,23 @@ class Compressor:
     def compress(self, source, dtype: str | None = None) -> bytes:
         """Compress a path, array, tensor, nested dict/list of them, or raw bytes (with dtype)."""
         prepared = self._prepare(source, dtype)
-        bundle, group, stream, chunks, texts = (prepared.bundle, prepared.group, prepared.stream,
-                                                 prepared.chunks, prepared.texts)  # fmt: skip
-        symbols = [self.prior.tokenize(text) for text in texts]
+        symbols = [self.prior.tokenize(text) for text in prepared.texts]
+        sizes = [len(c) for c in prepared.chunks]
         with _progress_bar(sum(map(len, symbols)), "compress", self.progress) as bar:
-            encoded = encode_symbols(
-                self.prior, symbols, [len(c) for c in chunks], self.config.batch_size, RateMeter(bar)
-            )
-        config = asdict(self.config) | {"group_bytes": group}
+            encoded = encode_symbols(self.prior, symbols, sizes, self.config.batch_size, RateMeter(bar))
         header = {
-            "n_chunks": len(chunks),
-            "total_bytes": len(stream),
-            "codec": config,
+            "n_chunks": len(prepared.chunks),
+            "total_bytes": len(prepared.stream),
+            "codec": asdict(self.config) | {"group_bytes": prepared.group},
             "prior": self.prior.identity(),
             "environment": environment(self.lm.device),
-            "manifest": bundle.manifest(),
+            "manifest": prepared.bundle.manifest(),
             "ideal_bits": sum(e.ideal_bits for e in encoded),
         }
         if prepared.lossy_info is not None:
             header["lossy"] = prepared.lossy_info
-        table = [ChunkEntry(len(e.payload), e.n_symbols, crc32(c)) for e, c in zip(encoded, chunks)]
-        original = b"".join(t.data for t in bundle.tensors)
+        table = [ChunkEntry(len(e.payload), e.n_symbols, crc32(c)) for e, c in zip(encoded, prepared.chunks)]
+        original = b"".join(t.data for t in prepared.bundle.tensors)
         return pack(Container(header, table, hashlib.sha256(original).digest(), [e.payload for e in encoded]))
 
     def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False) -> int:
