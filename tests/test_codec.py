@@ -11,7 +11,8 @@ from lmgc.serialize import Serialization
 
 
 class AdaptiveCharPrior:
-    """Per-chunk adaptive character counts: a real (if weak) prior with state across steps."""
+    """Per-chunk adaptive character counts: a real (if weak) prior with state across steps,
+    standing in for a prior stream (``max_symbols`` + ``open``)."""
 
     def __init__(self, alphabet: frozenset[str], max_symbols: int | None = None) -> None:
         self.chars = sorted(alphabet)
@@ -29,7 +30,8 @@ class AdaptiveCharPrior:
     def detokenize(self, symbols):
         return "".join(self.chars[s] for s in symbols)
 
-    def open(self, batch_size):
+    def open(self, lengths):  # the fake is its own stream: no state across batches
+        batch_size = len(lengths)
         prior = self
         log: list = []
         self.sessions.append(log)

@@ -185,3 +185,42 @@ def test_llm_codec_in_the_benchmark(tmp_path, gradient_sample, smollm2):
     assert llm.compressed_bytes == len(same)  # the whole container is counted
     assert by_key[("lmgc:hex-space-be", "chunked")].status == "n/a"
     assert "lmgc:hex-space-be" in format_markdown(results)
+
+
+@pytest.mark.parametrize("prior", ["nibble", "hybrid"])
+@pytest.mark.parametrize("spec", ["hex-comma-be", "hex-none-le", "hex-commaspace-be"])
+def test_digit_priors_round_trip(prior, spec, gradient_sample, smollm2):
+    """Several chunks and batches: the hybrid's context state carries across batches."""
+    data = gradient_sample[:12]
+    blob = lmgc.compress(data, prior=prior, serialization=spec, chunk_bytes=16, batch_size=2)
+    header = lmgc.read_container_info(blob)["header"]
+    assert header["prior"]["kind"] == {"nibble": "llm-nibble", "hybrid": "hybrid"}[prior]
+    assert header["n_chunks"] == 3
+    assert lmgc.decompress(blob).tobytes() == data.tobytes()
+
+
+def test_nibble_mode_feeds_separators_for_free(gradient_sample, smollm2):
+    """One symbol per hex digit whatever the separator; the estimate matches the coded size."""
+    data = gradient_sample[:16]
+    compressor = lmgc.Compressor(prior="nibble", serialization="hex-commaspace-be", chunk_bytes=64)
+    blob = compressor.compress(data)
+    info = lmgc.read_container_info(blob)
+    assert [c["symbols"] for c in info["chunks"]] == [128]
+    estimate = compressor.estimate(data)
+    assert abs(estimate.ideal_bits - info["header"]["ideal_bits"]) < 0.01 * info["header"]["ideal_bits"]
+    assert info["payload_bytes"] <= info["header"]["ideal_bits"] / 8 * 1.01 + 8
+
+
+def test_hybrid_refuses_a_different_model(gradient_sample, smollm2):
+    blob = lmgc.compress(gradient_sample[:4], prior="hybrid", **TINY)
+    forged = _edit_header(blob, lambda h: h["prior"]["llm"].update(tokenizer_sha256="0" * 64))
+    with pytest.raises(ModelMismatchError, match="tokenizer sha256 differs"):
+        lmgc.decompress(forged)
+    tuned = _edit_header(blob, lambda h: h["prior"].update(experts=["s2"]))
+    with pytest.raises(CorruptDataError, match="hybrid prior's settings"):
+        lmgc.decompress(tuned)
+
+
+def test_nibble_mode_needs_hex(smollm2):
+    with pytest.raises(SerializationError, match="nibble mode needs a hex serialization"):
+        lmgc.Compressor(prior="nibble", serialization="iso")

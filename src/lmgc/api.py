@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .codec import RateMeter, crc32, decode_symbols, encode_symbols, split_chunks
 from .container import ChunkEntry, Container, pack, unpack
+from .context import ContextPrior
 from .errors import (
     CorruptDataError,
     EnvironmentMismatchError,
@@ -30,21 +31,28 @@ from .errors import (
     OutputExistsError,
     SerializationError,
 )
+from .hybrid import HybridPrior
 from .lossy import decode as lossy_decode
 from .lossy import parse_lossy
 from .models import load_model
-from .prior import LLMPrior
+from .prior import LLMPrior, NibblePrior
 from .serialize import DEFAULT_SERIALIZATION, Serialization
 from .tensors import ITEMSIZE, TensorBundle, atomic_path, bundle_objects, raw_bundle, read_tensors, write_tensors
 
 __all__ = [
     "CodecConfig", "Compressor", "Decompressor", "Estimate",
     "compress", "decompress", "compress_file", "decompress_file", "read_container_info",
-    "environment",
+    "environment", "PRIORS",
 ]  # fmt: skip
 
 DEFAULT_CHUNK_BYTES = 1024
+CONTEXT_CHUNK_BYTES = 8 << 20  # the context prior needs no model context: big chunks learn more
 DEFAULT_BATCH_SIZE = 16
+#: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: nibble
+#: mode mixed with structural context models; ``context``: the context models alone (fast, no LLM).
+PRIORS = ("llm", "nibble", "hybrid", "context")
+DEFAULT_PRIOR = "llm"
+_LLM_KINDS = {"llm": LLMPrior, "llm-nibble": NibblePrior}
 
 
 @dataclass(frozen=True)
@@ -100,10 +108,10 @@ def _default_threads() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
+def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "sym"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=not enabled,
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
                 file=sys.stderr, dynamic_ncols=True)  # fmt: skip
 
 
@@ -134,24 +142,41 @@ def _as_bundle(source, dtype: str | None) -> TensorBundle:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """Input turned into chunk texts (after the optional lossy front-end)."""
+    """Input turned into ordered chunks (after the optional lossy front-end)."""
 
     bundle: TensorBundle
     lossy_info: dict | None
     group: int
     stream: bytes
     chunks: list[bytes]
-    texts: list[str]
+
+
+def _context_environment() -> dict:
+    """The context prior's arithmetic is numpy integers plus constriction's quantization."""
+    import constriction
+
+    return {"constriction": getattr(constriction, "__version__", "unknown")}
+
+
+def _build_llm_prior(prior: str, lm, serialization: Serialization, threads: int):
+    if prior == "llm":
+        return LLMPrior(lm, serialization, threads)
+    nibble = NibblePrior(lm, serialization, threads)
+    return nibble if prior == "nibble" else HybridPrior(nibble)
 
 
 class Compressor:
-    """Compresses tensors with an LLM prior; loads the model once for many calls.
+    """Compresses tensors with an LLM or context-model prior; loads the model once for many calls.
 
     Args:
         model: model spec (see :mod:`lmgc.models`); default ``$LMGC_MODEL`` or SmolLM2-135M.
+        prior: ``llm`` (token mode, the paper's), ``nibble`` (one hex digit per LLM step),
+            ``hybrid`` (nibble LLM mixed with structural context models) or ``context`` (the
+            context models alone: no LLM, megabytes per second).
         serialization: e.g. ``hex-comma-be`` (default), ``hex-none-le``, ``iso``.
         group_bytes: bytes per group (1, 2, 4, 8); default the element size.
-        chunk_bytes: bytes per independently coded chunk (one model context each).
+        chunk_bytes: bytes per independently coded chunk (one model context each); default
+            1024, or 8 MiB for the context prior.
         batch_size: chunks run in lockstep; part of the format (decoding repeats it).
         threads: torch CPU threads; part of the format (results differ between thread counts).
         dtype, device: what the model computes in; recorded and required for decoding.
@@ -161,16 +186,25 @@ class Compressor:
     """
 
     def __init__(
-        self, model: str | None = None, *, serialization: str = DEFAULT_SERIALIZATION,
-        group_bytes: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, dtype: str = "float32",
-        device: str = "cpu", progress: bool = False, lossy: str | None = None,
+        self, model: str | None = None, *, prior: str = DEFAULT_PRIOR,
+        serialization: str = DEFAULT_SERIALIZATION, group_bytes: int | None = None,
+        chunk_bytes: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+        threads: int | None = None, dtype: str = "float32", device: str = "cpu",
+        progress: bool = False, lossy: str | None = None,
     ) -> None:  # fmt: skip
-        self.config = CodecConfig(serialization, group_bytes, chunk_bytes, batch_size)
+        if prior not in PRIORS:
+            raise InputError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
+        default_chunk = CONTEXT_CHUNK_BYTES if prior == "context" else DEFAULT_CHUNK_BYTES
+        self.config = CodecConfig(serialization, group_bytes, chunk_bytes or default_chunk, batch_size)
         self.lossy = parse_lossy(lossy) if lossy else None
         self.serialization = Serialization.parse(serialization, group_bytes)
-        self.lm = load_model(model, dtype=dtype, device=device)
-        self.prior = LLMPrior(self.lm, self.serialization.alphabet(), threads or _default_threads())
+        self.prior_name = prior
+        if prior == "context":
+            self.lm = None
+            self.prior = ContextPrior()
+        else:
+            self.lm = load_model(model, dtype=dtype, device=device)
+            self.prior = _build_llm_prior(prior, self.lm, self.serialization, threads or _default_threads())
         self.progress = progress
 
     def _prepare(self, source, dtype) -> _Prepared:
@@ -179,31 +213,47 @@ class Compressor:
             bundle, lossy_info = self.lossy.encode(bundle)
         group = _group_bytes(bundle, self.config)
         stream = _ordered_stream(bundle, self.serialization)
-        chunks = split_chunks(stream, self.config.chunk_bytes)
-        texts = [self.serialization.to_text(c, group) for c in chunks]
-        return _Prepared(bundle, lossy_info, group, stream, chunks, texts)
+        return _Prepared(bundle, lossy_info, group, stream, split_chunks(stream, self.config.chunk_bytes))
+
+    def _encode_context(self, prepared: _Prepared) -> tuple[list[bytes], list[int], dict]:
+        prior = ContextPrior()  # chooses its contexts for this input
+        prior.fit(prepared.stream, prepared.group)
+        payloads, counts = [], []
+        with _progress_bar(len(prepared.stream), "compress", self.progress, unit="B") as bar:
+            for chunk in prepared.chunks:
+                payload, n_symbols = prior.encode_chunk(chunk, prepared.group)
+                payloads.append(payload)
+                counts.append(n_symbols)
+                bar.update(len(chunk))
+        return payloads, counts, {"prior": prior.identity(), "environment": _context_environment()}
+
+    def _encode_stepped(self, prepared: _Prepared) -> tuple[list[bytes], list[int], dict]:
+        symbols = [self.prior.symbols(chunk, prepared.group) for chunk in prepared.chunks]
+        sizes = [len(c) for c in prepared.chunks]
+        with _progress_bar(sum(map(len, symbols)), "compress", self.progress) as bar:
+            encoded = encode_symbols(self.prior.stream(prepared.group), symbols, sizes,
+                                     self.config.batch_size, RateMeter(bar))  # fmt: skip
+        fields = {"prior": self.prior.identity(), "environment": environment(self.lm.device),
+                  "ideal_bits": sum(e.ideal_bits for e in encoded)}  # fmt: skip
+        return [e.payload for e in encoded], [e.n_symbols for e in encoded], fields
 
     def compress(self, source, dtype: str | None = None) -> bytes:
         """Compress a path, array, tensor, nested dict/list of them, or raw bytes (with dtype)."""
         prepared = self._prepare(source, dtype)
-        symbols = [self.prior.tokenize(text) for text in prepared.texts]
-        sizes = [len(c) for c in prepared.chunks]
-        with _progress_bar(sum(map(len, symbols)), "compress", self.progress) as bar:
-            encoded = encode_symbols(self.prior, symbols, sizes, self.config.batch_size, RateMeter(bar))
+        encode = self._encode_context if self.prior_name == "context" else self._encode_stepped
+        payloads, counts, fields = encode(prepared)
         header = {
             "n_chunks": len(prepared.chunks),
             "total_bytes": len(prepared.stream),
             "codec": asdict(self.config) | {"group_bytes": prepared.group},
-            "prior": self.prior.identity(),
-            "environment": environment(self.lm.device),
+            **fields,
             "manifest": prepared.bundle.manifest(),
-            "ideal_bits": sum(e.ideal_bits for e in encoded),
         }
         if prepared.lossy_info is not None:
             header["lossy"] = prepared.lossy_info
-        table = [ChunkEntry(len(e.payload), e.n_symbols, crc32(c)) for e, c in zip(encoded, prepared.chunks)]
+        table = [ChunkEntry(len(p), n, crc32(c)) for p, n, c in zip(payloads, counts, prepared.chunks)]
         original = b"".join(t.data for t in prepared.bundle.tensors)
-        return pack(Container(header, table, hashlib.sha256(original).digest(), [e.payload for e in encoded]))
+        return pack(Container(header, table, hashlib.sha256(original).digest(), payloads))
 
     def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False) -> int:
         """Compress ``src`` into ``dst``; returns the compressed size in bytes."""
@@ -216,20 +266,26 @@ class Compressor:
         return len(data)
 
     def estimate(self, source, dtype: str | None = None) -> Estimate:
-        """Ideal code length from a full forward pass per chunk (fast; an estimate only)."""
+        """Ideal code length from a full forward pass per chunk (fast; an estimate only).
+
+        Only the pure LLM priors (``llm``, ``nibble``) have one; the context prior is fast enough
+        to compress for real, and the hybrid's mixing needs the step-by-step loop.
+        """
         import numpy as np
 
+        if self.prior_name not in ("llm", "nibble"):
+            raise InputError(f"estimate works with the llm and nibble priors, not {self.prior_name!r}; "
+                             "compress instead (the context prior runs at megabytes per second)")  # fmt: skip
         prepared = self._prepare(source, dtype)
-        stream, texts = prepared.stream, prepared.texts
         bits, tokens = 0.0, 0
-        with _progress_bar(len(texts), "estimate", self.progress) as bar:
-            for text in texts:
-                symbols = self.prior.tokenize(text)
-                probabilities = self.prior.full_forward_probabilities(symbols)
+        with _progress_bar(len(prepared.chunks), "estimate", self.progress) as bar:
+            for chunk in prepared.chunks:
+                symbols = self.prior.symbols(chunk, prepared.group)
+                probabilities = self.prior.full_forward_probabilities(symbols, prepared.group)
                 bits -= float(np.log2(probabilities[np.arange(len(symbols)), symbols]).sum())
                 tokens += len(symbols)
                 bar.update(1)
-        return Estimate(len(stream), bits, tokens)
+        return Estimate(len(prepared.stream), bits, tokens)
 
 
 class Decompressor:
@@ -249,28 +305,67 @@ class Decompressor:
         self.allow_environment_mismatch = allow_environment_mismatch
         self.progress = progress
 
-    def _prior(self, header: dict, serialization: Serialization) -> LLMPrior:
-        recorded = header["prior"]
-        if recorded.get("kind") != "llm":
-            raise CorruptDataError(f"unknown prior kind {recorded.get('kind')!r} in header")
-        env = environment(recorded["device"])
-        diffs = {k: (v, env.get(k)) for k, v in header["environment"].items() if env.get(k) != v}
+    def _check_environment(self, recorded: dict, here: dict) -> None:
+        diffs = {k: (v, here.get(k)) for k, v in recorded.items() if here.get(k) != v}
         if diffs and not self.allow_environment_mismatch:
             listing = "; ".join(f"{k}: encoded with {a}, here {b}" for k, (a, b) in diffs.items())
             raise EnvironmentMismatchError(
                 f"decoding here may not reproduce the encoder's arithmetic ({listing}); use the "
                 "same versions, or pass --allow-env-mismatch to try (checksums verify the result)"
             )
-        lm = load_model(self.model or recorded["model"], dtype=recorded["dtype"], device=recorded["device"])
-        prior = LLMPrior(lm, serialization.alphabet(), recorded["threads"])
-        identity = prior.identity()
+
+    def _prior(self, header: dict, serialization: Serialization):
+        recorded = header["prior"]
+        kind = recorded.get("kind")
+        if kind == "context":
+            self._check_environment(header["environment"], _context_environment())
+            try:
+                return ContextPrior.from_identity(recorded)
+            except SerializationError as exc:
+                raise CorruptDataError(str(exc)) from None
+        if kind not in (*_LLM_KINDS, HybridPrior.kind):
+            raise CorruptDataError(f"unknown prior kind {kind!r} in header")
+        llm = recorded["llm"] if kind == HybridPrior.kind else recorded
+        self._check_environment(header["environment"], environment(llm["device"]))
+        lm = load_model(self.model or llm["model"], dtype=llm["dtype"], device=llm["device"])
+        base = _LLM_KINDS[llm["kind"]](lm, serialization, llm["threads"])
+        identity = base.identity()
         for key in ("weights_sha256", "tokenizer_sha256", "alphabet_sha256", "bos_id"):
-            if identity[key] != recorded[key]:
+            if identity[key] != llm[key]:
                 raise ModelMismatchError(
                     f"model {lm.spec!r} is not the one this file was encoded with "
-                    f"({key.replace('_', ' ')} differs); encoded with {recorded['model']!r}"
+                    f"({key.replace('_', ' ')} differs); encoded with {llm['model']!r}"
                 )
+        if kind != HybridPrior.kind:
+            return base
+        prior = HybridPrior(base, recorded["learning_rate"])
+        if prior.identity() != recorded | {"llm": identity}:
+            raise CorruptDataError("this hybrid prior's settings are not supported by this lmgc version")
         return prior
+
+    def _decode_chunks(self, prior, container: Container, sizes: list[int], group: int,
+                       batch: int) -> list[bytes]:  # fmt: skip
+        if isinstance(prior, ContextPrior):
+            chunks = []
+            with _progress_bar(sum(sizes), "decompress", self.progress, unit="B") as bar:
+                for i, (payload, size) in enumerate(zip(container.payloads, sizes)):
+                    try:
+                        chunks.append(prior.decode_chunk(payload, size, group))
+                    except (SerializationError, ValueError, RuntimeError) as exc:
+                        raise CorruptDataError(f"chunk {i} cannot be decoded: {exc}") from None
+                    bar.update(size)
+            return chunks
+        n_symbols = [c.n_symbols for c in container.chunks]
+        with _progress_bar(sum(n_symbols), "decompress", self.progress) as bar:
+            symbols = decode_symbols(prior.stream(group), container.payloads, n_symbols, sizes, batch,
+                                     RateMeter(bar))  # fmt: skip
+        chunks = []
+        for i, (decoded, size) in enumerate(zip(symbols, sizes)):
+            try:
+                chunks.append(prior.restore(decoded, size, group))
+            except SerializationError as exc:
+                raise CorruptDataError(f"chunk {i} decoded to malformed text ({exc})") from None
+        return chunks
 
     def decompress_bundle(self, data: bytes) -> TensorBundle:
         container = unpack(bytes(data))
@@ -287,18 +382,10 @@ class Decompressor:
         if len(sizes) != len(container.chunks):
             raise CorruptDataError("chunk table does not match the recorded total size")
         prior = self._prior(header, serialization)
-        n_symbols = [c.n_symbols for c in container.chunks]
-        with _progress_bar(sum(n_symbols), "decompress", self.progress) as bar:
-            symbols = decode_symbols(prior, container.payloads, n_symbols, sizes, batch, RateMeter(bar))
-        chunks = []
-        for i, (decoded, size, entry) in enumerate(zip(symbols, sizes, container.chunks)):
-            try:
-                chunk = serialization.from_text(prior.detokenize(decoded), size, group)
-            except SerializationError as exc:
-                raise CorruptDataError(f"chunk {i} decoded to malformed text ({exc})") from None
+        chunks = self._decode_chunks(prior, container, sizes, group, batch)
+        for i, (chunk, entry) in enumerate(zip(chunks, container.chunks)):
             if crc32(chunk) != entry.crc32:
                 raise CorruptDataError(f"chunk {i} fails its CRC32 check: the file is corrupt")
-            chunks.append(chunk)
         bundle = _bundle_from_stream(b"".join(chunks), manifest, serialization, container.sha256)
         return lossy_decode(bundle, header["lossy"]) if "lossy" in header else bundle
 

@@ -383,21 +383,31 @@ def get_codec(name: str) -> Codec:
 
 
 class LmgcCodec:
-    """The LLM codec behind the benchmark's Codec interface (whole container bytes counted).
+    """lmgc itself behind the benchmark's Codec interface (whole container bytes counted).
 
-    A mode is ``[MODEL:]SERIALIZATION``, e.g. ``hex-space-be`` or ``gemma3-270m:hex-none-le``.
+    A mode is ``[MODEL:]SERIALIZATION``, e.g. ``hex-space-be`` or ``gemma3-270m:hex-none-le``;
+    ``prior`` is one of :data:`lmgc.api.PRIORS` (``llm``, the paper's token mode, by default).
     The model is loaded on first use, so listing the codec costs nothing. It chunks internally
-    (``chunk_bytes``), so the benchmark runs it under the whole-file protocol only.
+    (``chunk_bytes``, default: the prior's), so the benchmark runs it under the whole-file
+    protocol only. Names: ``lmgc:MODE`` for the token mode, ``lmgc-PRIOR:MODE`` otherwise
+    (``lmgc-context:SERIALIZATION``, the context prior has no model).
     """
 
     whole_only = True
 
-    def __init__(self, mode: str, *, chunk_bytes: int = 1024, batch_size: int = 16) -> None:
+    def __init__(self, mode: str, *, prior: str = "llm", chunk_bytes: int | None = None,
+                 batch_size: int = 16) -> None:  # fmt: skip
+        from .api import PRIORS
         from .serialize import Serialization
 
+        if prior not in PRIORS:
+            raise InputError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
         model, _, serialization = mode.rpartition(":")
         Serialization.parse(serialization)  # validate now, with lmgc's own error
-        self.name = f"lmgc:{mode}"
+        if prior == "context" and model:
+            raise InputError(f"the context prior uses no model; drop {model!r} from {mode!r}")
+        self.name = f"lmgc:{mode}" if prior == "llm" else f"lmgc-{prior}:{mode}"
+        self.prior = prior
         self.model = model or None
         self.serialization = serialization
         self.chunk_bytes, self.batch_size = chunk_bytes, batch_size
@@ -419,7 +429,8 @@ class LmgcCodec:
         if self._compressor is None:
             from .api import Compressor
 
-            self._compressor = Compressor(self.model, serialization=self.serialization,
+            self._compressor = Compressor(self.model, prior=self.prior,
+                                          serialization=self.serialization,
                                           chunk_bytes=self.chunk_bytes, batch_size=self.batch_size)
         return self._compressor.compress(data, self._dtype_name(dtype))
 

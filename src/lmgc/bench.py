@@ -642,8 +642,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="add the LLM codec in this mode, [MODEL:]SERIALIZATION, e.g. "
                              "hex-space-be or gemma3-270m:hex-none-le (repeatable; slow on CPU: "
                              "combine with --sample-bytes)")
-    parser.add_argument("--lmgc-chunk-bytes", type=_positive_int, default=1024, metavar="N",
-                        help="chunk size of the LLM codec (default 1024)")
+    parser.add_argument("--lmgc-prior", type=_names, default=["llm"], metavar="PRIORS",
+                        help="comma-separated priors for each --lmgc mode: llm (default), nibble, "
+                             "hybrid, context (e.g. --lmgc hex-comma-be --lmgc-prior llm,hybrid)")
+    parser.add_argument("--lmgc-chunk-bytes", type=_positive_int, metavar="N",
+                        help="chunk size of the lmgc codec (default: the prior's, 1024 for LLM "
+                             "priors)")
     parser.add_argument("--lmgc-batch", type=_positive_int, default=16, metavar="B",
                         help="chunks coded in lockstep by the LLM codec (default 16)")
     parser.add_argument("--dtype", choices=sorted(_NUMPY_DTYPES),
@@ -665,12 +669,14 @@ def _list_codecs() -> str:
     return "\n".join(lines)
 
 
-def _with_llm_codecs(names: list[str] | None, modes: list[str], chunk_bytes: int,
-                     batch_size: int) -> list[str | Codec] | None:
-    """The classical codecs named (all when none are) plus one LLM codec per ``--lmgc`` mode."""
+def _with_llm_codecs(names: list[str] | None, modes: list[str], priors: list[str],
+                     chunk_bytes: int | None, batch_size: int) -> list[str | Codec] | None:
+    """The classical codecs named (all when none are) plus one lmgc codec per ``--lmgc`` mode
+    and ``--lmgc-prior``."""
     if not modes:
         return names
-    llm = [LmgcCodec(mode, chunk_bytes=chunk_bytes, batch_size=batch_size) for mode in modes]
+    llm = [LmgcCodec(mode, prior=prior, chunk_bytes=chunk_bytes, batch_size=batch_size)
+           for mode in modes for prior in priors]
     return [*(names if names is not None else CODECS), *llm]
 
 
@@ -684,7 +690,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
             raise InputError("give at least one FILE (or --list-codecs)")
         out_dir = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
         _check_outputs_free(out_dir, args.force)  # before a long run, not after it
-        codecs = _with_llm_codecs(args.codecs, args.lmgc, args.lmgc_chunk_bytes, args.lmgc_batch)
+        codecs = _with_llm_codecs(args.codecs, args.lmgc, args.lmgc_prior, args.lmgc_chunk_bytes,
+                                  args.lmgc_batch)
         results = run_bench(args.files, codecs, args.protocol, args.sample_bytes, args.seed,
                             windows=args.windows, dtype=args.dtype, chunk_bytes=args.chunk_bytes,
                             progress=not args.no_progress, lossy=args.lossy)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, bench
+from . import __version__, bench, experiments
 from .collect import cli as collect_cli
 from .errors import LmgcError, OutputExistsError
 from .lossy import error_report, parse_lossy
@@ -47,9 +47,10 @@ def _cmd_compress(args) -> int:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
     bundle = read_tensors(args.input, args.dtype)
     compressor = Compressor(
-        args.model, serialization=args.serialization, group_bytes=args.group_bytes,
-        chunk_bytes=args.chunk_bytes, batch_size=args.batch, threads=args.threads,
-        dtype=args.model_dtype, device=args.device, progress=not args.quiet, lossy=args.lossy,
+        args.model, prior=args.prior, serialization=args.serialization,
+        group_bytes=args.group_bytes, chunk_bytes=args.chunk_bytes, batch_size=args.batch,
+        threads=args.threads, dtype=args.model_dtype, device=args.device,
+        progress=not args.quiet, lossy=args.lossy,
     )  # fmt: skip
     start = time.perf_counter()
     data = compressor.compress(bundle)
@@ -109,12 +110,13 @@ def _cmd_info(args) -> int:
     lines = [
         f"file:          {path} ({_human(info['file_bytes'])}, {100 * rate:.2f}% of {_human(total)})",
         f"payload:       {_human(info['payload_bytes'])} in {header['n_chunks']} chunks of "
-        f"{codec['chunk_bytes']} B, {symbols:,} tokens",
-        f"ideal:         {header['ideal_bits'] / 8:,.0f} B (cross-entropy of the coded tokens)",
+        f"{codec['chunk_bytes']} B, {symbols:,} symbols",
+    ]
+    if "ideal_bits" in header:
+        lines.append(f"ideal:         {header['ideal_bits'] / 8:,.0f} B (cross-entropy of the coded symbols)")
+    lines += [
         f"serialization: {codec['serialization']}, {codec['group_bytes']} B per group",
-        f"prior:         {prior['kind']} {prior['model']} ({prior['dtype']} on {prior['device']}, "
-        f"{prior['threads']} threads, batch {codec['batch_size']})",
-        f"weights:       sha256 {prior['weights_sha256'][:16]}…, tokenizer {prior['tokenizer_sha256'][:16]}…",
+        *_prior_lines(prior, codec),
         "environment:   " + ", ".join(f"{k} {v}" for k, v in header["environment"].items()),
         f"tensors:       {len(manifest['tensors'])} ({manifest['format']})",
     ]
@@ -131,6 +133,19 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _prior_lines(prior: dict, codec: dict) -> list[str]:
+    """What ``lmgc info`` says about the recorded prior, whatever its kind."""
+    if prior["kind"] == "context":
+        return [f"prior:         context models, digit contexts {' '.join(prior['digit_contexts'])}"]
+    llm = prior.get("llm", prior)
+    mixed = f" mixed with context models {', '.join(prior['experts'])}" if "experts" in prior else ""
+    return [
+        f"prior:         {prior['kind']} {llm['model']}{mixed} ({llm['dtype']} on {llm['device']}, "
+        f"{llm['threads']} threads, batch {codec['batch_size']})",
+        f"weights:       sha256 {llm['weights_sha256'][:16]}…, tokenizer {llm['tokenizer_sha256'][:16]}…",
+    ]
+
+
 def _cmd_estimate(args) -> int:
     from .api import Compressor
     from .tensors import read_tensors
@@ -138,9 +153,9 @@ def _cmd_estimate(args) -> int:
     Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
     bundle = read_tensors(args.input, args.dtype)
     compressor = Compressor(
-        args.model, serialization=args.serialization, group_bytes=args.group_bytes,
-        chunk_bytes=args.chunk_bytes, threads=args.threads, dtype=args.model_dtype,
-        device=args.device, progress=not args.quiet,
+        args.model, prior=args.prior, serialization=args.serialization,
+        group_bytes=args.group_bytes, chunk_bytes=args.chunk_bytes, threads=args.threads,
+        dtype=args.model_dtype, device=args.device, progress=not args.quiet,
     )  # fmt: skip
     start = time.perf_counter()
     est = compressor.estimate(bundle)
@@ -167,47 +182,54 @@ def _cmd_demo(args) -> int:
     values = np.frombuffer(b"".join(t.data for t in bundle.tensors if t.dtype == "float32"), "<f4")
     sample = values[: args.bytes // 4].copy()
     print(f"sample: {sample.nbytes:,} bytes of real float32 gradients from {source.name}")
-    compressor = Compressor(args.model, chunk_bytes=args.chunk_bytes, batch_size=args.batch,
-                            progress=not args.quiet)  # fmt: skip
+    compressor = Compressor(args.model, prior=args.prior, chunk_bytes=args.chunk_bytes,
+                            batch_size=args.batch, progress=not args.quiet)  # fmt: skip
     start = time.perf_counter()
     blob = compressor.compress(sample)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     back = Decompressor(args.model, progress=not args.quiet).decompress(blob)
     decode_s = time.perf_counter() - start
-    if back.tobytes() != sample.tobytes():
+    context_blob = Compressor(prior="context").compress(sample)
+    if back.tobytes() != sample.tobytes() or Decompressor().decompress(context_blob).tobytes() != sample.tobytes():
         raise LmgcError("demo: decoded bytes differ from the original")
     raw = sample.tobytes()
     payload = read_container_info(blob)["payload_bytes"]
     rows = [
-        (f"lmgc ({compressor.lm.spec}, {compressor.config.serialization})", len(blob)),
+        (f"lmgc --prior {args.prior} ({compressor.lm.spec}, {compressor.config.serialization})", len(blob)),
         ("  of which coded chunks (without the header)", payload),
+        ("lmgc --prior context (no LLM)", len(context_blob)),
         ("gzip -9", len(zlib.compress(raw, 9))),
         ("lzma (default preset)", len(lzma.compress(raw))),
     ]
     print("decoded and compared: bytes identical")
-    print(f"{'codec':<48} {'bytes':>8} {'rate':>8}")
+    print(f"{'codec':<56} {'bytes':>8} {'rate':>8}")
     for name, size in rows:
-        print(f"{name:<48} {size:>8,} {100 * size / len(raw):>7.2f}%")
-    print(f"lmgc speed: encode {len(raw) / encode_s:,.0f} B/s, decode {len(raw) / decode_s:,.0f} B/s "
-          f"({compressor.prior.threads} threads, batch {args.batch}, CPU)")  # fmt: skip
+        print(f"{name:<56} {size:>8,} {100 * size / len(raw):>7.2f}%")
+    print(f"lmgc --prior {args.prior} speed: encode {len(raw) / encode_s:,.0f} B/s, decode "
+          f"{len(raw) / decode_s:,.0f} B/s ({compressor.prior.threads} threads, batch {args.batch}, CPU)")  # fmt: skip
     return 0
 
 
 def _add_codec_options(parser: argparse.ArgumentParser) -> None:
-    from .api import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_BYTES
+    from .api import CONTEXT_CHUNK_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_BYTES, DEFAULT_PRIOR, PRIORS
     from .serialize import DEFAULT_SERIALIZATION
 
     parser.add_argument("input", help="tensor file: .npy, .pt/.pth, .safetensors, or raw with --dtype")
     parser.add_argument("--dtype", help="read the input as raw little-endian values of this dtype")
+    parser.add_argument("--prior", choices=PRIORS, default=DEFAULT_PRIOR,
+                        help="llm: the LLM on the paper's tokens (default); nibble: the LLM one hex "
+                        "digit per step; hybrid: nibble LLM mixed with structural context models "
+                        "(best rate); context: the context models alone (no LLM, MB/s)")  # fmt: skip
     _add_model_options(parser)
     parser.add_argument("--serialization", "-s", default=DEFAULT_SERIALIZATION,
                         help=f"ENCODING[-SEPARATOR][-le|-be], e.g. hex-comma-be (default "
                         f"{DEFAULT_SERIALIZATION}), hex-none-le, hex-commaspace, hex-0x, iso")  # fmt: skip
     parser.add_argument("--group-bytes", type=int, choices=(1, 2, 4, 8),
                         help="bytes per group (default: the element size)")  # fmt: skip
-    parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES,
-                        help=f"bytes per independently coded chunk (default {DEFAULT_CHUNK_BYTES})")  # fmt: skip
+    parser.add_argument("--chunk-bytes", type=int,
+                        help=f"bytes per independently coded chunk (default {DEFAULT_CHUNK_BYTES}; "
+                        f"{CONTEXT_CHUNK_BYTES >> 20} MiB with --prior context)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (default min(4, cores))")
@@ -255,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="compress + decompress a real gradient sample, compare codecs")
     p.add_argument("input", nargs="?", help="tensor file (default: the packaged ConvNet/MNIST gradient)")
     _add_model_options(p)
+    p.add_argument("--prior", choices=("llm", "nibble", "hybrid"), default="llm",
+                   help="LLM prior to demonstrate (default llm, the paper's token mode); the "
+                   "context prior (no LLM) is always shown beside it")  # fmt: skip
     p.add_argument("--bytes", type=int, default=2048, help="sample size in bytes (default 2048)")
     p.add_argument("--chunk-bytes", type=int, default=512, help="bytes per chunk (default 512)")
     p.add_argument("--batch", type=int, default=4, help="chunks in lockstep (default 4)")
@@ -262,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     bench.register(sub)
+    experiments.register(sub)
     collect_cli.register(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""The lockstep loop that joins prior and coder, shared verbatim by encoder and decoder.
+"""The lockstep loop that joins a stepped prior and the coder, shared verbatim by encoder and decoder.
 
 Chunks are processed in batches of ``batch_size`` consecutive chunks. Within a batch, step ``t``
 feeds every chunk's symbol ``t - 1`` (BOS at ``t = 0``) and codes symbol ``t`` of each chunk that
@@ -20,7 +20,7 @@ import numpy as np
 
 from .coder import ChunkDecoder, ChunkEncoder
 from .errors import SerializationError
-from .prior import Prior
+from .prior import PriorStream
 
 __all__ = ["EncodedChunk", "split_chunks", "encode_symbols", "decode_symbols", "crc32", "RateMeter"]
 
@@ -55,22 +55,22 @@ Progress = Callable[[int, int], None]  # (symbols done in this call, original by
 
 
 def encode_symbols(
-    prior: Prior, symbols: Sequence[np.ndarray], sizes: Sequence[int], batch_size: int,
+    stream: PriorStream, symbols: Sequence[np.ndarray], sizes: Sequence[int], batch_size: int,
     progress: Progress | None = None,
 ) -> list[EncodedChunk]:  # fmt: skip
     """Encode each chunk's symbols (from ``sizes[i]`` original bytes) into its own payload."""
-    limit = prior.max_symbols
+    limit = stream.max_symbols
     for i, s in enumerate(symbols):
         if limit is not None and len(s) > limit:
             raise SerializationError(
-                f"chunk {i} is {len(s)} tokens, more than the model's context ({limit}); "
+                f"chunk {i} is {len(s)} symbols, more than the model's context allows ({limit}); "
                 "lower --chunk-bytes"
             )
     out: list[EncodedChunk] = []
     for batch in _batches(len(symbols), batch_size):
         batch_symbols = [symbols[i] for i in batch]
         encoders = [ChunkEncoder() for _ in batch]
-        session = prior.open(len(batch))
+        session = stream.open([len(s) for s in batch_symbols])
         inputs = None
         for t in range(max(map(len, batch_symbols), default=0)):
             probabilities = session.step(inputs)
@@ -87,7 +87,7 @@ def encode_symbols(
 
 
 def decode_symbols(
-    prior: Prior, payloads: Sequence[bytes], n_symbols: Sequence[int], sizes: Sequence[int],
+    stream: PriorStream, payloads: Sequence[bytes], n_symbols: Sequence[int], sizes: Sequence[int],
     batch_size: int, progress: Progress | None = None,
 ) -> list[np.ndarray]:  # fmt: skip
     """Inverse of :func:`encode_symbols` given the same prior, symbol counts and batch size."""
@@ -96,7 +96,7 @@ def decode_symbols(
         decoders = [ChunkDecoder(payloads[i]) for i in batch]
         counts = [n_symbols[i] for i in batch]
         decoded = [np.empty(n, dtype=np.int64) for n in counts]
-        session = prior.open(len(batch))
+        session = stream.open(counts)
         inputs = None
         for t in range(max(counts, default=0)):
             probabilities = session.step(inputs)

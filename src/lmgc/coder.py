@@ -23,37 +23,49 @@ import numpy as np
 
 from .errors import CorruptDataError
 
-__all__ = ["ChunkEncoder", "ChunkDecoder"]
+__all__ = ["FAMILY", "ChunkEncoder", "ChunkDecoder", "range_encoder", "range_decoder", "payload_bytes"]
 
-_FAMILY = constriction.stream.model.Categorical(perfect=False)
+#: Categorical models whose probability rows are given per symbol at coding time.
+FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+
+def range_encoder():
+    return constriction.stream.queue.RangeEncoder()
+
+
+def payload_bytes(encoder) -> bytes:
+    """The compressed bytes of a range encoder (little-endian 32-bit words)."""
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def range_decoder(payload: bytes):
+    if len(payload) % 4:
+        raise CorruptDataError(f"chunk payload of {len(payload)} bytes is not whole 32-bit words")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
 
 
 class ChunkEncoder:
     """Range-encodes one chunk's symbols, one call per step, and tracks the ideal code length."""
 
     def __init__(self) -> None:
-        self._encoder = constriction.stream.queue.RangeEncoder()
+        self._encoder = range_encoder()
         self.ideal_bits = 0.0
         self.n_symbols = 0
 
     def encode(self, symbol: int, probabilities: np.ndarray) -> None:
-        self._encoder.encode(np.array([symbol], dtype=np.int32), _FAMILY, probabilities[None, :])
+        self._encoder.encode(np.array([symbol], dtype=np.int32), FAMILY, probabilities[None, :])
         self.ideal_bits -= math.log2(probabilities[symbol])
         self.n_symbols += 1
 
     def finish(self) -> bytes:
-        """The compressed bytes (little-endian 32-bit words)."""
-        return self._encoder.get_compressed().astype("<u4").tobytes()
+        return payload_bytes(self._encoder)
 
 
 class ChunkDecoder:
     """Decodes symbols from one chunk's payload with the same probabilities the encoder saw."""
 
     def __init__(self, payload: bytes) -> None:
-        if len(payload) % 4:
-            raise CorruptDataError(f"chunk payload of {len(payload)} bytes is not whole 32-bit words")
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        self._decoder = constriction.stream.queue.RangeDecoder(words)
+        self._decoder = range_decoder(payload)
 
     def decode(self, probabilities: np.ndarray) -> int:
-        return int(self._decoder.decode(_FAMILY, probabilities[None, :])[0])
+        return int(self._decoder.decode(FAMILY, probabilities[None, :])[0])

@@ -1,13 +1,20 @@
-"""Stage 2: the prior, which turns text into symbols and gives a distribution for each next symbol.
+"""Stage 2: the prior, which turns bytes into symbols and gives a distribution for each next symbol.
 
-Every prior sits behind :class:`Prior`. The coder drives it in lockstep over a batch of chunks:
-``session = prior.open(batch)``, then ``session.step(None)`` gives the distribution of each
-chunk's first symbol and ``session.step(symbols)`` the distribution after feeding ``symbols``.
-Encoder and decoder call exactly the same sequence of steps with exactly the same inputs, which
-is what makes an LLM's floating-point output reproducible on both sides.
+Every stepped prior sits behind :class:`Prior`. The coder drives it in lockstep over batches of
+chunks: ``stream = prior.stream(group)`` once per input, then for each batch
+``session = stream.open(lengths)``; ``session.step(None)`` gives the distribution of each chunk's
+first symbol and ``session.step(symbols)`` the distribution after feeding ``symbols``. Encoder
+and decoder call exactly the same sequence of steps with exactly the same inputs, which is what
+makes an LLM's floating-point output reproducible on both sides. A stream may keep state from
+batch to batch (the hybrid prior's context model does), since both sides visit batches in order.
 
-:class:`LLMPrior` restricts a causal LM's next-token distribution to the tokens made only of
-characters the serialization can write, and renormalizes (in float64).
+Two LLM priors:
+
+- :class:`LLMPrior` (token mode, the paper's): the serialized text is tokenized as the model
+  would, and the next-token distribution is restricted to the tokens made only of characters the
+  serialization can write, then renormalized (in float64).
+- :class:`NibblePrior` (nibble mode): one hex digit per step, the distribution restricted to the
+  16 single-digit tokens; separators are fed to the model as context and cost no bits.
 """
 
 from __future__ import annotations
@@ -16,14 +23,19 @@ import hashlib
 import inspect
 import json
 import re
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 from .errors import SerializationError
 from .models import LanguageModel
+from .serialize import Serialization
 
-__all__ = ["Prior", "PriorSession", "LLMPrior", "softmax"]
+__all__ = ["Prior", "PriorStream", "PriorSession", "LLMPrior", "NibblePrior", "softmax",
+           "nibbles", "pack_nibbles"]  # fmt: skip
+
+HEX_DIGITS = "0123456789abcdef"
 
 
 class PriorSession(Protocol):
@@ -35,25 +47,49 @@ class PriorSession(Protocol):
         ...
 
 
+class PriorStream(Protocol):
+    """The prior bound to one input's layout; may carry state from batch to batch."""
+
+    max_symbols: int | None  # longest symbol sequence one chunk may have, None if unbounded
+
+    def open(self, lengths: Sequence[int]) -> PriorSession:
+        """A session over a batch of chunks with these symbol counts."""
+        ...
+
+
 class Prior(Protocol):
-    """A model of serialized text: a symbol alphabet plus next-symbol distributions."""
+    """A model of serialized tensor bytes: a symbol alphabet plus next-symbol distributions."""
 
     alphabet_size: int
-    max_symbols: int | None  # longest symbol sequence one chunk may have, None if unbounded
 
     def identity(self) -> dict:
         """Everything that must be equal on both sides for bit-identical probabilities."""
         ...
 
-    def tokenize(self, text: str) -> np.ndarray:
-        """Text -> symbols (int64 indices into the alphabet)."""
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        """Bytes -> symbols (int64 indices into the alphabet), values of ``group`` bytes."""
         ...
 
-    def detokenize(self, symbols: np.ndarray) -> str:
-        """Symbols -> text; the exact inverse of :meth:`tokenize` on its outputs."""
+    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
+        """The exact inverse of :meth:`symbols`; SerializationError on malformed symbols."""
         ...
 
-    def open(self, batch_size: int) -> PriorSession: ...
+    def stream(self, group: int) -> PriorStream: ...
+
+
+def nibbles(chunk: bytes) -> np.ndarray:
+    """Hex digits of ``chunk``, high nibble first (int64)."""
+    raw = np.frombuffer(chunk, dtype=np.uint8)
+    digits = np.empty(2 * len(raw), dtype=np.int64)
+    digits[0::2], digits[1::2] = raw >> 4, raw & 15
+    return digits
+
+
+def pack_nibbles(digits: np.ndarray, n_bytes: int) -> bytes:
+    if len(digits) != 2 * n_bytes:
+        raise SerializationError(f"decoded {len(digits)} digits, expected {2 * n_bytes}")
+    digits = np.asarray(digits, dtype=np.uint8)
+    return ((digits[0::2] << 4) | digits[1::2]).tobytes()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -118,42 +154,27 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     return result
 
 
-class LLMPrior:
-    """A frozen causal LM restricted to the tokens a serialization can emit.
+class _LLMBase:
+    """What both LLM priors share: the model cut down to an alphabet of token ids, the thread
+    count, the BOS token, and the identity that pins all of it."""
 
-    Args:
-        lm: the loaded model.
-        alphabet: the characters the serialization writes.
-        threads: torch CPU threads; fixed because results differ between thread counts.
-    """
+    kind = "llm"
 
-    def __init__(self, lm: LanguageModel, alphabet: frozenset[str], threads: int) -> None:
+    def __init__(self, lm: LanguageModel, token_ids: Sequence[int], threads: int) -> None:
         import torch
 
         self.lm = lm
         self.threads = threads
-        allowed = set()
-        for char in alphabet:
-            allowed.update(char.encode("utf-8"))
-        ids = [
-            i
-            for i, raw in enumerate(token_bytes(lm.tokenizer))
-            if raw and i < lm.model.config.vocab_size and set(raw) <= allowed
-        ]
-        if not ids:
-            raise SerializationError(f"model {lm.spec!r} has no token made of these characters")
-        self._token_ids = np.asarray(ids, dtype=np.int64)
+        self._token_ids = np.asarray(token_ids, dtype=np.int64)
         self._head = _RestrictedHead(lm.model, torch.from_numpy(self._token_ids).to(lm.device))
-        self._symbol_of = {tok: sym for sym, tok in enumerate(ids)}
-        self.alphabet_size = len(ids)
-        self.max_symbols = lm.max_positions - 1
+        self.alphabet_size = len(token_ids)
         tok = lm.tokenizer
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.bos_id = int(bos if bos is not None else 0)
 
     def identity(self) -> dict:
         return {
-            "kind": "llm",
+            "kind": self.kind,
             "model": self.lm.spec,
             "weights_sha256": self.lm.weights_sha256(),
             "tokenizer_sha256": self.lm.tokenizer_sha256(),
@@ -163,6 +184,39 @@ class LLMPrior:
             "device": self.lm.device,
             "threads": self.threads,
         }
+
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
+        """Softmax over the alphabet at every position of one full forward pass of ``ids``."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        inputs = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.lm.device)[None]
+        return softmax(self._head.logits(inputs, cache=None)[0])
+
+
+class LLMPrior(_LLMBase):
+    """Token mode: a frozen causal LM restricted to the tokens a serialization can emit.
+
+    Args:
+        lm: the loaded model.
+        serialization: how chunks become text; its characters define the allowed tokens.
+        threads: torch CPU threads; fixed because results differ between thread counts.
+    """
+
+    def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int) -> None:
+        allowed = set()
+        for char in serialization.alphabet():
+            allowed.update(char.encode("utf-8"))
+        ids = [
+            i
+            for i, raw in enumerate(token_bytes(lm.tokenizer))
+            if raw and i < lm.model.config.vocab_size and set(raw) <= allowed
+        ]
+        if not ids:
+            raise SerializationError(f"model {lm.spec!r} has no token made of these characters")
+        super().__init__(lm, ids, threads)
+        self.serialization = serialization
+        self._symbol_of = {tok: sym for sym, tok in enumerate(ids)}
 
     def tokenize(self, text: str) -> np.ndarray:
         tok = self.lm.tokenizer
@@ -186,18 +240,96 @@ class LLMPrior:
         ids = self._token_ids[np.asarray(symbols, dtype=np.int64)].tolist()
         return self.lm.tokenizer.decode(ids, clean_up_tokenization_spaces=False)
 
-    def open(self, batch_size: int) -> _LLMSession:
-        return _LLMSession(self, batch_size)
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        return self.tokenize(self.serialization.to_text(chunk, group))
 
-    def full_forward_probabilities(self, symbols: np.ndarray) -> np.ndarray:
-        """Probabilities of every position from one full forward pass (fast, for estimates only:
+    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
+        return self.serialization.from_text(self.detokenize(symbols), n_bytes, group)
+
+    def stream(self, group: int) -> _TokenStream:
+        return _TokenStream(self)
+
+    def full_forward_probabilities(self, symbols: np.ndarray, group: int) -> np.ndarray:
+        """Probabilities of every symbol from one full forward pass (fast, for estimates only:
         they differ from the step-by-step values in the last bits, so they cannot drive a coder)."""
-        import torch
+        if not len(symbols):
+            return np.empty((0, self.alphabet_size))
+        return self._forward(np.concatenate([[self.bos_id], self._token_ids[symbols[:-1]]]))
 
-        torch.set_num_threads(self.threads)
-        ids = np.concatenate([[self.bos_id], self._token_ids[symbols[:-1]]]) if len(symbols) else []
-        inputs = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.lm.device)[None]
-        return softmax(self._head.logits(inputs, cache=None)[0])
+
+class _TokenStream:
+    def __init__(self, prior: LLMPrior) -> None:
+        self._prior = prior
+        self.max_symbols = prior.lm.max_positions - 1
+
+    def open(self, lengths: Sequence[int]) -> _LLMSession:
+        return _LLMSession(self._prior, len(lengths), lambda t: ())
+
+
+class NibblePrior(_LLMBase):
+    """Nibble mode: one hex digit per step, the LM restricted to its 16 single-digit tokens.
+
+    The separators of the serialization are fed to the model after each group as context; they
+    are known from the layout, so they cost no bits.
+    """
+
+    kind = "llm-nibble"
+
+    def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int) -> None:
+        if serialization.encoding != "hex":
+            raise SerializationError(f"nibble mode needs a hex serialization, not {serialization.spec!r}")
+        tok = lm.tokenizer
+        digit_ids = []
+        for digit in HEX_DIGITS:
+            ids = tok(digit, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise SerializationError(f"model {lm.spec!r} has no single token for the digit {digit!r}")
+            digit_ids.append(ids[0])
+        super().__init__(lm, digit_ids, threads)
+        self.serialization = serialization
+        self.separator_ids = list(tok(serialization.separator, add_special_tokens=False)["input_ids"])
+
+    def identity(self) -> dict:
+        return super().identity() | {"separator_ids": self.separator_ids}
+
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        return nibbles(chunk)
+
+    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
+        return pack_nibbles(symbols, n_bytes)
+
+    def stream(self, group: int) -> _NibbleStream:
+        return _NibbleStream(self, group)
+
+    def separators_after(self, digits_fed: int, group: int) -> list[int]:
+        """Separator tokens to feed after ``digits_fed`` digits (at each group's end)."""
+        return self.separator_ids if digits_fed % (2 * group) == 0 else []
+
+    def full_forward_probabilities(self, symbols: np.ndarray, group: int) -> np.ndarray:
+        """As :meth:`LLMPrior.full_forward_probabilities`, at the digit positions."""
+        ids, positions = [self.bos_id], []
+        for t, digit in enumerate(symbols):
+            positions.append(len(ids) - 1)
+            ids.append(int(self._token_ids[digit]))
+            if t + 1 < len(symbols):
+                ids += self.separators_after(t + 1, group)
+        return self._forward(np.asarray(ids[:-1]))[positions] if len(symbols) else np.empty((0, 16))
+
+
+class _NibbleStream:
+    def __init__(self, prior: NibblePrior, group: int) -> None:
+        self._prior, self._group = prior, group
+        per_group = 2 * group + len(prior.separator_ids)
+        self.max_symbols = (prior.lm.max_positions - 1 + len(prior.separator_ids)) // per_group * 2 * group
+
+    def open(self, lengths: Sequence[int]) -> _LLMSession:
+        longest = max(lengths, default=0)
+        prior, group = self._prior, self._group
+
+        def separators(t: int) -> list[int]:
+            return prior.separators_after(t, group) if t < longest else []
+
+        return _LLMSession(prior, len(lengths), separators)
 
 
 class _RestrictedHead:
@@ -232,9 +364,13 @@ class _RestrictedHead:
 
 
 class _LLMSession:
-    """KV-cached, one token per step: the loop the decoder must run, so the encoder runs it too."""
+    """KV-cached, one symbol per step: the loop the decoder must run, so the encoder runs it too.
 
-    def __init__(self, prior: LLMPrior, batch_size: int) -> None:
+    ``extra_tokens(t)`` gives the token ids fed after the ``t``-th symbol at no cost (nibble
+    mode's separators); the same for every chunk of the batch, so the batch stays rectangular.
+    """
+
+    def __init__(self, prior: _LLMBase, batch_size: int, extra_tokens) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -242,14 +378,19 @@ class _LLMSession:
         self._prior = prior
         self._batch = batch_size
         self._cache = DynamicCache()
+        self._extra_tokens = extra_tokens
+        self._fed = 0
 
     def step(self, symbols: np.ndarray | None) -> np.ndarray:
         import torch
 
         prior = self._prior
         if symbols is None:
-            ids = np.full(self._batch, prior.bos_id, dtype=np.int64)
+            ids = np.full((self._batch, 1), prior.bos_id, dtype=np.int64)
         else:
-            ids = prior._token_ids[symbols]
-        inputs = torch.from_numpy(ids).to(prior.lm.device)[:, None]
+            self._fed += 1
+            extra = np.asarray(self._extra_tokens(self._fed), dtype=np.int64)
+            ids = np.concatenate([prior._token_ids[symbols][:, None],
+                                  np.broadcast_to(extra, (self._batch, len(extra)))], axis=1)  # fmt: skip
+        inputs = torch.from_numpy(np.ascontiguousarray(ids)).to(prior.lm.device)
         return softmax(prior._head.logits(inputs, self._cache)[:, -1])

@@ -1,0 +1,172 @@
+"""Benchmark of lmgc's priors against the best classical codec, per gradient file (issue: hybrid).
+
+For each file of the gradient set it measures, every size coded, decoded and compared:
+  1. whole file: the context prior (``--prior context``) and the classical codecs, with speeds;
+  2. seeded windows: LLM token mode (the paper's), LLM nibble mode, the hybrid (nibble LLM mixed
+     with the context models), the context prior and the classical codecs on the same bytes.
+The LLM runs only on windows because it codes ~100 bytes/s on this CPU.
+
+Gradients: the repository fixture (ConvNet on MNIST) plus runs of ``lmgc collect`` made on first
+use into benchmarks/data/ (ignored by git): ConvNet width 32 on Fashion-MNIST, the paper's
+ConvNet (width 128) on MNIST as the dense CNN, and the full ResNet-18 on MNIST.
+
+Run:  .venv/bin/python benchmarks/prior_benchmark.py [--window-bytes 4096] [--windows 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data"
+#: label -> (path, collect arguments that produce it, or None for a committed fixture)
+FILES = {
+    "ConvNet-32 MNIST step 50": (ROOT / "tests/data/gradients/convnet_w32_mnist/grad_step000050.safetensors", None),
+    "ConvNet-32 Fashion-MNIST step 50": (
+        DATA / "convnet_w32_fmnist/grad_step000050.safetensors",
+        ["--arch", "convnet", "--width", "32", "--dataset", "fashion-mnist", "--steps", "51", "--every", "50"],
+    ),
+    "ConvNet-128 MNIST step 50 (dense CNN)": (
+        DATA / "convnet_w128_mnist/grad_step000050.safetensors",
+        ["--arch", "convnet", "--dataset", "mnist", "--steps", "51", "--every", "50"],
+    ),
+    "ResNet-18 MNIST step 5": (
+        DATA / "resnet18_mnist/grad_step000005.safetensors",
+        ["--arch", "resnet18", "--dataset", "mnist", "--steps", "6", "--every", "5"],
+    ),
+}  # fmt: skip
+CLASSICAL = ["gzip", "lzma", "bz2", "zstd-19", "fpzip", "pcodec", "blosc2", "planes-zstd", "planes-lzma"]
+LLM_PRIORS = ["llm", "nibble", "hybrid"]
+SERIALIZATION = "hex-comma-be"
+
+
+def ensure_files() -> None:
+    from lmgc.cli import main
+
+    for path, args in FILES.values():
+        if not path.exists():
+            if args is None:
+                raise SystemExit(f"missing fixture {path}")
+            for dataset in ("mnist", "fashion-mnist"):
+                if dataset in args:
+                    main(["data", "fetch", dataset])
+            main(["collect", *args, "--out", str(path.parent), "--no-progress"])
+
+
+def best(results, names) -> tuple[str, float]:
+    rows = [r for r in results if r.codec in names and r.status == "ok" and r.verified]
+    top = min(rows, key=lambda r: r.rate_pct)
+    return top.codec, top.rate_pct
+
+
+def run(window_bytes: int, windows: int, seed: int) -> dict:
+    from lmgc.baselines import LmgcCodec
+    from lmgc.bench import run_bench
+
+    context = LmgcCodec(SERIALIZATION, prior="context")
+    report = {"files": {}}
+    for label, (path, _) in FILES.items():
+        print(f"== {label}", file=sys.stderr)
+        whole = run_bench([path], [*CLASSICAL, context], ["whole"])
+        llm = [LmgcCodec(SERIALIZATION, prior=p, chunk_bytes=1024, batch_size=4) for p in LLM_PRIORS]
+        windowed = run_bench([path], [*CLASSICAL, context, *llm], ["whole"], sample_bytes=window_bytes,
+                             windows=windows, seed=seed, progress=True)  # fmt: skip
+        report["files"][label] = {
+            "path": str(path.relative_to(ROOT)),
+            "bytes": whole[0].measured_bytes,
+            "whole": [r.__dict__ for r in whole],
+            "windows": [r.__dict__ for r in windowed],
+        }
+    return report
+
+
+def _by_codec(rows: list[dict]) -> dict[str, dict]:
+    return {r["codec"]: r for r in rows}
+
+
+def _rate(row: dict | None) -> str:
+    if row is None or row["status"] != "ok" or not row["verified"]:
+        return "✗" if row else "–"
+    spread = f" ± {row['rate_ci95']:.2f}" if row.get("rate_ci95") else ""
+    return f"{row['rate_pct']:.2f}{spread}"
+
+
+def markdown(report: dict, window_bytes: int, windows: int) -> str:
+    names = {p: f"lmgc-{p}:{SERIALIZATION}" for p in ("nibble", "hybrid", "context")}
+    names["llm"] = f"lmgc:{SERIALIZATION}"
+    lines = [
+        "# lmgc priors vs the best classical codec",
+        "",
+        f"Generated {report['date']} on {report['machine']}; SmolLM2-135M (float32, "
+        f"{report['threads']} torch threads), serialization `{SERIALIZATION}`. Every size is coded: "
+        "encoded, decoded and compared byte for byte. Rates are compressed / original × 100 (lower "
+        "is better); lmgc rates count the whole container (header included).",
+        "",
+        f"## Same windows for everyone ({windows} seeded window(s) of {window_bytes} B per file)",
+        "",
+        "LLM codecs: 1 KB chunks (one model context each), 4 chunks in lockstep. *best classical* "
+        f"is the best of {', '.join(CLASSICAL)} on the same window bytes.",
+        "",
+        "| file | LLM only (token mode) | LLM nibble mode | context only | hybrid | best classical |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, entry in report["files"].items():
+        rows = _by_codec(entry["windows"])
+        classical = [rows[c] for c in CLASSICAL if c in rows and rows[c]["status"] == "ok"]
+        top = min(classical, key=lambda r: r["rate_pct"])
+        cells = [_rate(rows.get(names[p])) for p in ("llm", "nibble", "context", "hybrid")]
+        lines.append(f"| {label} | {' | '.join(cells)} | {top['rate_pct']:.2f} ({top['codec']}) |")
+    lines += [
+        "",
+        "## Whole files: the context prior (no LLM) vs every classical codec",
+        "",
+        "Speeds in MB/s (10^6 bytes) on one CPU core (numpy single-threaded), container included.",
+        "",
+        "| file | size | context rate | context MB/s enc / dec | pcodec | best classical |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, entry in report["files"].items():
+        rows = _by_codec(entry["whole"])
+        ctx = rows[names["context"]]
+        classical = [rows[c] for c in CLASSICAL if c in rows and rows[c]["status"] == "ok"]
+        top = min(classical, key=lambda r: r["rate_pct"])
+        lines.append(
+            f"| {label} | {entry['bytes']:,} B | {_rate(ctx)} | {ctx['compress_mbps']:.1f} / "
+            f"{ctx['decompress_mbps']:.1f} | {_rate(rows.get('pcodec'))} | "
+            f"{top['rate_pct']:.2f} ({top['codec']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window-bytes", type=int, default=4096)
+    parser.add_argument("--windows", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/priors.md")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # numpy/BLAS single-threaded: one-core speeds
+    ensure_files()
+    from lmgc.api import _default_threads
+
+    start = time.perf_counter()
+    report = run(args.window_bytes, args.windows, args.seed)
+    report |= {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+               "threads": _default_threads(), "seconds": time.perf_counter() - start}  # fmt: skip
+    text = markdown(report, args.window_bytes, args.windows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

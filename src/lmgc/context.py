@@ -1,0 +1,344 @@
+"""Stage 2 without an LLM: a structural context model of the hex digits of each value.
+
+A float's hex digits are not a text: digit 0 holds the sign and the top of the exponent, the next
+ones the rest of the exponent and the top of the mantissa, the last ones near-random mantissa
+bits. Neighbouring values have similar exponents, and zeros come in runs. So the next digit is
+predicted from its structural context (see :func:`structured_context`):
+
+- its position ``p`` inside the value,
+- the previous digit of the same value and whether all earlier digits of the value were zero,
+- the digits at the same position in the two previous values.
+
+Counts are float64 integers plus ``ALPHA`` (exact in float64), updated identically by encoder and
+decoder; no training data is needed.
+
+:class:`ContextPrior` is the fast codec built on it (``--prior context``). Per chunk, the first
+``structured_digits`` digits of each value (the sign/exponent digits, where context pays) are
+coded in *lanes*: the chunk's values are cut into up to ``MAX_LANES`` contiguous runs and all
+runs advance in lockstep, one digit of every lane per numpy step, so a step costs a few
+vectorized calls however many lanes there are. The remaining digits are coded position by
+position, split by "all earlier digits zero", with adaptive counts refreshed between
+geometrically growing blocks (a few constriction calls per position). The encoder picks
+``structured_digits`` from exact adaptive code lengths and records it in the header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .coder import FAMILY, payload_bytes, range_decoder, range_encoder
+from .errors import CorruptDataError, SerializationError
+
+__all__ = [
+    "ALPHA", "NONE", "N_STRUCTURED", "KINDS", "value_digits", "digits_to_bytes",
+    "structured_context", "kind_context", "CountTable", "choose_kinds", "ContextPrior",
+]  # fmt: skip
+
+ALPHA = 0.5  # Krichevsky–Trofimov prior count of every digit
+NONE = 16  # stands for "no previous digit / no previous value" in a context
+N_STRUCTURED = 17 * 17 * 17 * 2  # contexts per digit position
+MAX_LANES = 4096
+LANE_VALUES = 256  # fewest values per lane: short lanes lose the previous-value context too often
+FIRST_BLOCK = 16  # plain digits: counts are refreshed after 16, 32, 64, ... symbols
+MAX_BLOCK = 1 << 16
+
+
+def value_digits(data: bytes, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (values, 2 * group) matrix of hex digits (high nibble first) and the digits of a
+    trailing partial value."""
+    nibbles = np.frombuffer(data, dtype=np.uint8)
+    digits = np.empty(2 * len(nibbles), dtype=np.int32)
+    digits[0::2], digits[1::2] = nibbles >> 4, nibbles & 15
+    width = 2 * group
+    whole = len(digits) // width * width
+    return digits[:whole].reshape(-1, width), digits[whole:]
+
+
+def digits_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
+    """Inverse of :func:`value_digits`, from the transposed (digits, values) layout."""
+    values = np.empty((planes.shape[1], planes.shape[0] // 2), dtype=np.uint8)
+    for j in range(values.shape[1]):
+        values[:, j] = (planes[2 * j] << 4) | planes[2 * j + 1]
+    return values.tobytes() + _pack_nibbles(tail)
+
+
+def structured_context(p: int, d1, prev, prev2, zero) -> np.ndarray:
+    """Context index of digit ``p`` (vectorized): previous digit of the value, same digit of the
+    two previous values (``NONE`` where absent or unused), and whether the value is zero so far."""
+    return p * N_STRUCTURED + ((d1 * 17 + prev) * 17 + prev2) * 2 + zero
+
+
+#: Which of (previous digit, previous value, value before) each context kind uses. Sequential
+#: kinds read earlier values and are coded in lanes; plain kinds only read the value itself.
+SEQUENTIAL_KINDS = {"zP": (0, 1, 0), "s1": (1, 1, 0), "s2": (1, 1, 1), "sP2": (0, 1, 1)}
+PLAIN_KINDS = {"z": (0, 0, 0), "zd": (1, 0, 0)}
+#: Digits stored as they are (4 bits each) beside the range-coded part: the low mantissa digits
+#: are random, and an adaptive model pays a learning cost on top of their 4 bits.
+RAW = "raw"
+KINDS = SEQUENTIAL_KINDS | PLAIN_KINDS | {RAW: (0, 0, 0)}
+
+
+def kind_context(kind: str, p: int, d1, prev, prev2, zero) -> np.ndarray:
+    """:func:`structured_context` with the fields ``kind`` does not use set to ``NONE``."""
+    use_d1, use_prev, use_prev2 = KINDS[kind]
+    return structured_context(p, d1 if use_d1 else NONE, prev if use_prev else NONE,
+                              prev2 if use_prev2 else NONE, zero)  # fmt: skip
+
+
+_ONE = np.float32(1.0)
+
+
+class CountTable:
+    """Adaptive digit counts per context. float32 integers + ALPHA: exact up to 2^24 per entry
+    and deterministic beyond (IEEE rounding), half the memory traffic of float64."""
+
+    def __init__(self, n_contexts: int) -> None:
+        self.counts = np.full((n_contexts, 16), ALPHA, dtype=np.float32)
+        self._flat = self.counts.reshape(-1)
+
+    def rows(self, contexts: np.ndarray) -> np.ndarray:
+        """Unnormalized probabilities (constriction rescales each row exactly)."""
+        return self.counts[contexts]
+
+    def update(self, contexts: np.ndarray, digits: np.ndarray) -> None:
+        np.add.at(self._flat, contexts * 16 + digits, _ONE)  # a typed scalar: numpy's fast path
+
+
+def _log2_rising(n_max: int, alpha: float) -> np.ndarray:
+    """``out[n] = log2(alpha (alpha+1) ... (alpha+n-1))``: adaptive code lengths in closed form."""
+    return np.concatenate([[0.0], np.cumsum(np.log2(np.arange(n_max) + alpha))])
+
+
+def _adaptive_bits(contexts: np.ndarray, digits: np.ndarray) -> float:
+    """Exact code length of adaptive KT counts per context (independent of the coding order)."""
+    contexts = contexts - contexts.min(initial=0)
+    counts = np.bincount(contexts * 16 + digits, minlength=(int(contexts.max(initial=0)) + 1) * 16)
+    counts = counts.reshape(-1, 16)
+    totals = counts.sum(axis=1)
+    n_max = int(totals.max(initial=0))
+    return float(_log2_rising(n_max, 16 * ALPHA)[totals].sum() - _log2_rising(n_max, ALPHA)[counts].sum())
+
+
+def _zero_so_far(matrix: np.ndarray) -> np.ndarray:
+    """(values, width) int64: 1 where all digits before position p are zero."""
+    zero = np.ones(matrix.shape, dtype=np.int64)
+    np.cumprod(matrix[:, :-1] == 0, axis=1, out=zero[:, 1:])
+    return zero
+
+
+def _neighbours(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The previous value's and the value before's digits (``NONE`` at the start)."""
+    none = np.full((2, matrix.shape[1]), NONE, dtype=np.int64)
+    return np.vstack([none[:1], matrix[:-1]]), np.vstack([none, matrix[:-2]])[: len(matrix)]
+
+
+def _fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) -> np.ndarray:
+    """Evenly spread contiguous blocks of a large matrix: enough to choose contexts, fast."""
+    if len(matrix) <= blocks * block_values:
+        return matrix
+    starts = np.linspace(0, len(matrix) - block_values, blocks).astype(np.int64)
+    return np.concatenate([matrix[s : s + block_values] for s in starts])
+
+
+def choose_kinds(matrix: np.ndarray) -> list[str]:
+    """A context kind per digit position: the sequential prefix and kinds that minimize the exact
+    adaptive code length of (a sample of) the data."""
+    width = matrix.shape[1]
+    if not len(matrix):
+        return ["z"] * width
+    sample = _fit_sample(matrix)
+    previous, previous2 = _neighbours(sample)
+    zero = _zero_so_far(sample)
+    sequential, plain = [], []
+    for p in range(width):
+        d1 = sample[:, p - 1] if p else np.full(len(sample), NONE)
+        bits = {kind: _adaptive_bits(kind_context(kind, p, d1, previous[:, p], previous2[:, p],
+                                                  zero[:, p]), sample[:, p])
+                for kind in SEQUENTIAL_KINDS | PLAIN_KINDS}  # fmt: skip
+        bits[RAW] = 4.0 * len(sample)
+        sequential.append(min(SEQUENTIAL_KINDS, key=bits.__getitem__))
+        plain.append(min([*PLAIN_KINDS, RAW], key=bits.__getitem__))
+        bits_saved = bits[plain[-1]] - bits[sequential[-1]]
+        plain[-1], sequential[-1] = (plain[-1], 0.0), (sequential[-1], bits_saved)
+    saved = np.concatenate([[0.0], np.cumsum([bits_saved for _, bits_saved in sequential])])
+    prefix = int(np.argmax(saved))
+    return [kind for kind, _ in sequential[:prefix] + plain[prefix:]]
+
+
+@dataclass
+class _Stream:
+    """One chunk's range coder; ``encoding`` picks the direction, so one loop serves both."""
+
+    coder: object
+    encoding: bool
+
+    def code_rows(self, digits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Code one digit per row of unnormalized probabilities; returns the digits."""
+        if not self.encoding:
+            return self.coder.decode(FAMILY, rows)
+        self.coder.encode(digits, FAMILY, rows)
+        return digits
+
+    def code_fixed(self, digits: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Code ``len(digits)`` digits with one distribution (unnormalized ``weights``)."""
+        import constriction
+
+        model = constriction.stream.model.Categorical(weights, perfect=False)
+        if not self.encoding:
+            return self.coder.decode(model, len(digits))
+        self.coder.encode(digits, model)
+        return digits
+
+
+def _lane_layout(n_values: int) -> tuple[int, int]:
+    lanes = max(1, min(MAX_LANES, n_values // LANE_VALUES))
+    return lanes, -(-n_values // lanes) if n_values else 0
+
+
+def _code_sequential(stream: _Stream, planes: np.ndarray, kinds: list[str]) -> None:
+    """The leading positions with sequential kinds, all lanes in lockstep (fills ``planes``
+    when decoding). Lane ``j`` holds values ``j * length ... (j + 1) * length - 1``."""
+    k, n_values = len(kinds), planes.shape[1]
+    if k == 0 or n_values == 0:
+        return
+    lanes, length = _lane_layout(n_values)
+    grid = np.zeros((k, lanes * length), dtype=np.int32)
+    grid[:, :n_values] = planes[:k]
+    grid = np.ascontiguousarray(grid.reshape(k, lanes, length).transpose(0, 2, 1))  # (k, t, lane)
+    table = CountTable(k * N_STRUCTURED)
+    previous = np.full((k, lanes), NONE, dtype=np.int32)
+    previous2 = previous.copy()
+    for t in range(length):
+        active = min(lanes, (n_values - t + length - 1) // length)
+        d1 = np.full(active, NONE, dtype=np.int32)
+        zero = np.ones(active, dtype=np.int32)
+        for p, kind in enumerate(kinds):
+            contexts = kind_context(kind, p, d1, previous[p, :active], previous2[p, :active], zero)
+            digits = stream.code_rows(grid[p, t, :active], table.rows(contexts))
+            grid[p, t, :active] = digits
+            table.update(contexts, digits)
+            d1, zero = digits, zero & (digits == 0)
+        previous2[:, :active] = previous[:, :active]
+        previous[:, :active] = grid[:, t, :active]
+    planes[:k] = grid.transpose(0, 2, 1).reshape(k, -1)[:, :n_values]
+
+
+def _code_adaptive_blocks(stream: _Stream, digits: np.ndarray) -> np.ndarray:
+    """Digits sharing one context, with counts refreshed after blocks of 16, 32, 64, ..."""
+    counts = np.full(16, ALPHA)
+    start, size = 0, FIRST_BLOCK
+    while start < len(digits):
+        stop = min(len(digits), start + size)
+        digits[start:stop] = stream.code_fixed(digits[start:stop], counts)
+        counts = counts + np.bincount(digits[start:stop], minlength=16)
+        start, size = stop, min(2 * size, MAX_BLOCK)
+    return digits
+
+
+def _code_chunk(stream: _Stream, planes: np.ndarray, tail: np.ndarray, kinds: list[str]) -> None:
+    """Code (or, decoding, fill) one chunk's digits: sequential prefix, then plain positions."""
+    sequential = [kind for kind in kinds if kind in SEQUENTIAL_KINDS]
+    _code_sequential(stream, planes, sequential)
+    zero = np.ones(planes.shape[1], dtype=np.int32)
+    for p in range(len(planes)):
+        if p >= len(sequential) and kinds[p] != RAW:
+            contexts = kind_context(kinds[p], 0, planes[p - 1] if p else NONE, NONE, NONE, zero)
+            order = np.argsort(contexts.astype(np.int16), kind="stable")  # a radix sort
+            sizes = np.bincount(contexts)
+            for rows in np.split(order, np.cumsum(sizes[sizes > 0])[:-1]):
+                planes[p, rows] = _code_adaptive_blocks(stream, planes[p, rows])
+        zero &= planes[p] == 0
+    if len(tail):
+        tail[:] = stream.code_fixed(tail, np.ones(16))
+
+
+class ContextPrior:
+    """The structural context model alone, as a fast vectorized codec (no LLM).
+
+    Args:
+        kinds: a context kind per digit of a value (see :data:`KINDS`); ``None`` lets the
+            encoder choose from the data (:func:`choose_kinds`) and record the choice.
+    """
+
+    kind = "context"
+    version = 1
+
+    def __init__(self, kinds: list[str] | None = None) -> None:
+        if kinds is not None:
+            _check_kinds(kinds)
+        self.kinds = kinds
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "version": self.version, "digit_contexts": self.kinds,
+                "lanes": [MAX_LANES, LANE_VALUES], "blocks": [FIRST_BLOCK, MAX_BLOCK]}  # fmt: skip
+
+    @classmethod
+    def from_identity(cls, recorded: dict) -> ContextPrior:
+        try:
+            prior = cls(recorded["digit_contexts"])
+        except (KeyError, TypeError) as exc:
+            raise SerializationError(f"bad context-model settings {recorded}: {exc}") from None
+        if prior.identity() != recorded:
+            raise SerializationError(f"unsupported context-model settings {recorded}")
+        return prior
+
+    def fit(self, stream: bytes, group: int) -> None:
+        """Choose the context kinds for this data (encoder only; the choice is recorded)."""
+        if self.kinds is None:
+            self.kinds = choose_kinds(value_digits(stream, group)[0])
+        elif len(self.kinds) != 2 * group:
+            raise SerializationError(f"{len(self.kinds)} digit contexts given for values of "
+                                     f"{2 * group} digits")  # fmt: skip
+
+    def encode_chunk(self, data: bytes, group: int) -> tuple[bytes, int]:
+        """(payload, digits coded) for one chunk."""
+        if self.kinds is None:
+            raise SerializationError("call fit() before encoding: no context kinds chosen")
+        matrix, tail = value_digits(data, group)
+        planes = np.ascontiguousarray(matrix.T)
+        stream = _Stream(range_encoder(), encoding=True)
+        _code_chunk(stream, planes, tail, self.kinds)
+        raw = _pack_nibbles(planes[self._raw_positions()].ravel())
+        return raw + payload_bytes(stream.coder), matrix.size + len(tail)
+
+    def decode_chunk(self, payload: bytes, n_bytes: int, group: int) -> bytes:
+        if self.kinds is None or len(self.kinds) != 2 * group:
+            raise SerializationError("context kinds do not match the recorded group size")
+        n_values = n_bytes // group
+        planes = np.zeros((2 * group, n_values), dtype=np.int32)
+        tail = np.zeros(2 * (n_bytes - n_values * group), dtype=np.int32)
+        raw_positions = self._raw_positions()
+        raw_bytes = (len(raw_positions) * n_values + 1) // 2
+        if len(payload) < raw_bytes:
+            raise CorruptDataError("chunk payload is shorter than its stored digits")
+        raw = _unpack_nibbles(payload[:raw_bytes], len(raw_positions) * n_values)
+        planes[raw_positions] = raw.reshape(len(raw_positions), n_values)
+        _code_chunk(_Stream(range_decoder(payload[raw_bytes:]), encoding=False), planes, tail, self.kinds)
+        return digits_to_bytes(planes, tail)
+
+
+    def _raw_positions(self) -> list[int]:
+        return [p for p, kind in enumerate(self.kinds) if kind == RAW]
+
+
+def _pack_nibbles(digits: np.ndarray) -> bytes:
+    digits = np.append(digits, 0) if len(digits) % 2 else digits
+    return ((digits[0::2] << 4) | digits[1::2]).astype(np.uint8).tobytes()
+
+
+def _unpack_nibbles(data: bytes, count: int) -> np.ndarray:
+    packed = np.frombuffer(data, dtype=np.uint8)
+    digits = np.empty(2 * len(packed), dtype=np.int32)
+    digits[0::2], digits[1::2] = packed >> 4, packed & 15
+    return digits[:count]
+
+
+def _check_kinds(kinds: list[str]) -> None:
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise SerializationError(f"unknown digit context kinds {unknown}; valid: {sorted(KINDS)}")
+    first_plain = next((i for i, kind in enumerate(kinds) if kind in PLAIN_KINDS), len(kinds))
+    if any(kind in SEQUENTIAL_KINDS for kind in kinds[first_plain:]):
+        raise SerializationError("sequential digit contexts must come before plain ones")

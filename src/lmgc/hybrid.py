@@ -1,0 +1,119 @@
+"""The hybrid prior: the LLM in nibble mode mixed with structural context models, per digit.
+
+The LLM knows text and numbers; it does not know that digit 0 of a float holds the sign, that
+neighbouring values share exponents, or that the low digits are noise. The context models of
+:mod:`lmgc.context` know exactly that. Each step, the LLM's distribution of the next hex digit and
+the context models' distributions are mixed by :class:`~lmgc.mixer.GeometricMixer`, with weights
+learned online per digit position (and "value zero so far"). Context counts and mixer weights live
+in the stream, so they keep learning across all batches of one input, in the order both encoder
+and decoder visit them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .context import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
+from .mixer import GeometricMixer
+from .prior import NibblePrior
+
+__all__ = ["HybridPrior", "CONTEXT_EXPERTS", "LEARNING_RATE"]
+
+#: Context kinds mixed with the LLM (see :data:`lmgc.context.KINDS`).
+CONTEXT_EXPERTS = ("s2", "zP", "zd")
+LEARNING_RATE = 0.005
+
+
+class HybridPrior:
+    """LLM (nibble mode) + structural context models, mixed online. Alphabet: 16 hex digits."""
+
+    kind = "hybrid"
+    version = 1
+    alphabet_size = 16
+
+    def __init__(self, llm: NibblePrior, learning_rate: float = LEARNING_RATE) -> None:
+        self.llm = llm
+        self.learning_rate = learning_rate
+
+    @property
+    def threads(self) -> int:
+        return self.llm.threads
+
+    @property
+    def lm(self):
+        return self.llm.lm
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "version": self.version, "llm": self.llm.identity(),
+                "experts": list(CONTEXT_EXPERTS), "alpha": ALPHA,
+                "learning_rate": self.learning_rate}  # fmt: skip
+
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        return self.llm.symbols(chunk, group)
+
+    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
+        return self.llm.restore(symbols, n_bytes, group)
+
+    def stream(self, group: int) -> _HybridStream:
+        return _HybridStream(self, group)
+
+
+class _HybridStream:
+    """Context counts and mixer weights for one input, shared by its batches in order."""
+
+    def __init__(self, prior: HybridPrior, group: int) -> None:
+        self.llm = prior.llm.stream(group)
+        self.max_symbols = self.llm.max_symbols
+        self.width = 2 * group
+        self.tables = [CountTable(self.width * N_STRUCTURED) for _ in CONTEXT_EXPERTS]
+        self.mixer = GeometricMixer(1 + len(CONTEXT_EXPERTS), 2 * self.width, prior.learning_rate)
+
+    def open(self, lengths: Sequence[int]) -> _HybridSession:
+        return _HybridSession(self, lengths)
+
+
+class _HybridSession:
+    """One batch: per chunk, the digits of the current and the two previous values."""
+
+    def __init__(self, stream: _HybridStream, lengths: Sequence[int]) -> None:
+        self._stream = stream
+        self._llm = stream.llm.open(lengths)
+        self._lengths = np.asarray(lengths)
+        batch, width = len(lengths), stream.width
+        self._value = np.zeros((batch, width), dtype=np.int64)
+        self._previous = np.full((batch, width), NONE, dtype=np.int64)
+        self._previous2 = self._previous.copy()
+        self._contexts: list[np.ndarray] = []
+        self._t = 0
+
+    def _learn(self, symbols: np.ndarray) -> None:
+        """Update counts, mixer and value state with the digits coded at the last step."""
+        stream, t = self._stream, self._t - 1
+        rows = np.flatnonzero(t < self._lengths)
+        for table, contexts in zip(stream.tables, self._contexts):
+            table.update(contexts[rows], symbols[rows])
+        stream.mixer.update(symbols, rows)
+        p = t % stream.width
+        self._value[:, p] = symbols
+        if p == stream.width - 1:
+            self._previous2, self._previous = self._previous, self._value.copy()
+
+    def step(self, symbols: np.ndarray | None) -> np.ndarray:
+        stream = self._stream
+        if symbols is not None:
+            self._learn(symbols)
+        llm = self._llm.step(symbols)
+        p = self._t % stream.width
+        batch = len(self._lengths)
+        d1 = self._value[:, p - 1] if p else np.full(batch, NONE)
+        zero = (self._value[:, :p] == 0).all(axis=1).astype(np.int64)
+        self._contexts = [kind_context(kind, p, d1, self._previous[:, p], self._previous2[:, p], zero)
+                          for kind in CONTEXT_EXPERTS]  # fmt: skip
+        experts = [llm]
+        for table, contexts in zip(stream.tables, self._contexts):
+            rows = table.rows(contexts).astype(np.float64)
+            experts.append(rows / rows.sum(axis=1, keepdims=True))
+        self._t += 1
+        return stream.mixer.mix(np.stack(experts, axis=1), 2 * p + zero)

@@ -1,0 +1,220 @@
+"""The structural context model, its fast codec (--prior context), the mixer and the hybrid prior
+(with a stand-in LLM, so these tests stay fast; the real LLM is in test_llm.py)."""
+
+from __future__ import annotations
+
+import lzma
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmgc.api import Compressor, Decompressor, read_container_info
+from lmgc.codec import decode_symbols, encode_symbols, split_chunks
+from lmgc.container import Container, pack, unpack
+from lmgc.context import KINDS, ContextPrior, choose_kinds, value_digits
+from lmgc.errors import (
+    CorruptDataError,
+    EnvironmentMismatchError,
+    InputError,
+    SerializationError,
+)
+from lmgc.hybrid import HybridPrior
+from lmgc.mixer import GeometricMixer
+from lmgc.prior import nibbles, pack_nibbles
+
+
+def _be(data: bytes, itemsize: int = 4) -> bytes:
+    return np.frombuffer(data, np.uint8).reshape(-1, itemsize)[:, ::-1].tobytes()
+
+
+def _round_trip(data: bytes, group: int, kinds=None) -> bytes:
+    prior = ContextPrior(kinds)
+    prior.fit(data, group)
+    payload, n_symbols = prior.encode_chunk(data, group)
+    assert n_symbols == 2 * len(data)
+    decoder = ContextPrior.from_identity(prior.identity())
+    assert decoder.decode_chunk(payload, len(data), group) == data
+    return payload
+
+
+def test_real_gradients_round_trip_below_lzma(gradient_bytes):
+    data = _be(gradient_bytes)
+    payload = _round_trip(data, 4)
+    assert len(payload) < 0.9 * len(lzma.compress(data))
+
+
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
+def test_every_group_size_and_a_partial_last_value(group, gradient_bytes):
+    _round_trip(gradient_bytes[: 1000 * group + group - 1], group)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 300])
+def test_tiny_inputs(n):
+    _round_trip(bytes(range(256))[:n] * 1, 4)
+
+
+def test_sparse_values_cost_little():
+    values = np.zeros(20_000, dtype=">f4")
+    values[::50] = np.linspace(-1, 1, 400)
+    payload = _round_trip(values.tobytes(), 4)
+    assert len(payload) < 0.05 * values.nbytes
+
+
+def test_random_digits_are_stored_raw():
+    data = np.random.default_rng(0).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    matrix, _ = value_digits(data, 4)
+    assert choose_kinds(matrix) == ["raw"] * 8
+    assert len(_round_trip(data, 4)) <= len(data) + 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=3000), st.sampled_from([1, 2, 4, 8]),
+       st.lists(st.sampled_from(sorted(KINDS)), min_size=16, max_size=16))  # fmt: skip
+def test_any_bytes_any_valid_kinds_round_trip(data, group, kinds):
+    kinds = kinds[: 2 * group]
+    sequential = [k for k in kinds if k in ("zP", "s1", "s2", "sP2")]
+    kinds = sequential + [k for k in kinds if k not in sequential]  # sequential kinds first
+    _round_trip(data, group, kinds)
+
+
+def test_invalid_kinds_are_refused():
+    with pytest.raises(SerializationError, match="unknown digit context kinds"):
+        ContextPrior(["s2", "bogus"])
+    with pytest.raises(SerializationError, match="must come before plain"):
+        ContextPrior(["z", "s2"])
+    with pytest.raises(SerializationError, match="2 digit contexts given for values of 8 digits"):
+        ContextPrior(["s2", "z"]).fit(b"\0" * 8, 4)
+
+
+def test_api_round_trip_records_the_choice(gradient_bundle):
+    blob = Compressor(prior="context").compress(gradient_bundle)
+    info = read_container_info(blob)
+    assert info["header"]["prior"]["kind"] == "context"
+    assert set(info["header"]["environment"]) == {"constriction"}
+    decoded = Decompressor().decompress_bundle(blob)
+    assert [t.data for t in decoded.tensors] == [t.data for t in gradient_bundle.tensors]
+
+
+def test_api_many_chunks(gradient_bytes):
+    x = np.frombuffer(gradient_bytes[:40_000], "<f4")
+    blob = Compressor(prior="context", chunk_bytes=4096).compress(x)
+    assert read_container_info(blob)["header"]["n_chunks"] == 10
+    assert np.array_equal(Decompressor().decompress(blob), x)
+
+
+def _edit(blob: bytes, edit) -> bytes:
+    container = unpack(blob)
+    header = container.header
+    edit(header)
+    return pack(Container(header, container.chunks, container.sha256, container.payloads))
+
+
+def test_corrupt_or_foreign_context_files_are_refused(gradient_bytes):
+    x = np.frombuffer(gradient_bytes[:8000], "<f4")
+    blob = Compressor(prior="context").compress(x)
+    bad = _edit(blob, lambda h: h["prior"].update(digit_contexts=["s2"] * 3))
+    with pytest.raises(CorruptDataError, match="context"):
+        Decompressor().decompress(bad)
+    newer = _edit(blob, lambda h: h["prior"].update(version=2))
+    with pytest.raises(CorruptDataError, match="unsupported context-model settings"):
+        Decompressor().decompress(newer)
+    other = _edit(blob, lambda h: h["environment"].update(constriction="0.0.1"))
+    with pytest.raises(EnvironmentMismatchError, match="constriction: encoded with 0.0.1"):
+        Decompressor().decompress(other)
+    container = unpack(blob)
+    flipped = bytearray(container.payloads[0])
+    flipped[len(flipped) // 2] ^= 0x55
+    broken = pack(Container(container.header, container.chunks, container.sha256, [bytes(flipped)]))
+    with pytest.raises(CorruptDataError):
+        Decompressor().decompress(broken)
+
+
+def test_estimate_refuses_the_context_prior():
+    with pytest.raises(InputError, match="compress instead"):
+        Compressor(prior="context").estimate(np.zeros(4, np.float32))
+
+
+def test_unknown_prior_is_refused():
+    with pytest.raises(InputError, match="unknown prior 'ngram'"):
+        Compressor(prior="ngram")
+
+
+# --- mixer ------------------------------------------------------------------------------------
+
+
+def test_mixer_learns_to_trust_the_better_expert():
+    rng = np.random.default_rng(0)
+    mixer = GeometricMixer(2, 1, learning_rate=0.05)
+    truth = np.array([0.7, 0.1, 0.1, 0.1])
+    for _ in range(500):
+        experts = np.stack([truth, np.full(4, 0.25)])[None]
+        mixer.mix(experts, np.zeros(1, dtype=np.int64))
+        mixer.update(rng.choice(4, size=1, p=truth), np.arange(1))
+    good, useless = mixer.weights[0]
+    assert good > 0.8 and abs(useless) < good / 2
+
+
+def test_mixer_output_is_a_distribution_and_skips_inactive_rows():
+    mixer = GeometricMixer(3, 2, learning_rate=0.1)
+    experts = np.random.default_rng(1).dirichlet(np.ones(16), size=(4, 3))
+    mixed = mixer.mix(experts, np.array([0, 1, 0, 1]))
+    assert np.allclose(mixed.sum(axis=1), 1) and (mixed > 0).all()
+    before = mixer.weights.copy()
+    mixer.update(np.array([1, 2, 3, 4]), np.array([], dtype=np.int64))
+    assert np.array_equal(before, mixer.weights)
+
+
+# --- hybrid with a stand-in LLM ------------------------------------------------------------------
+
+
+class UniformNibbles:
+    """Stands in for the nibble LLM: every digit equally likely."""
+
+    kind = "llm-nibble"
+    threads = 1
+    lm = None
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "model": "uniform"}
+
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        return nibbles(chunk)
+
+    def restore(self, symbols, n_bytes: int, group: int) -> bytes:
+        return pack_nibbles(symbols, n_bytes)
+
+    def stream(self, group: int):
+        class Session:
+            def __init__(self, lengths):
+                self.batch = len(lengths)
+
+            def step(self, symbols):
+                return np.full((self.batch, 16), 1 / 16)
+
+        class Stream:
+            max_symbols = None
+
+            def open(self, lengths):
+                return Session(lengths)
+
+        return Stream()
+
+
+def test_hybrid_round_trip_keeps_learning_across_batches(gradient_bytes):
+    data = _be(gradient_bytes[:6144])
+    chunks = split_chunks(data, 512)
+    prior = HybridPrior(UniformNibbles())
+    symbols = [prior.symbols(c, 4) for c in chunks]
+    sizes = [len(c) for c in chunks]
+    encoded = encode_symbols(prior.stream(4), symbols, sizes, batch_size=4)
+    decoded = decode_symbols(prior.stream(4), [e.payload for e in encoded],
+                             [e.n_symbols for e in encoded], sizes, batch_size=4)  # fmt: skip
+    assert [prior.restore(s, n, 4) for s, n in zip(decoded, sizes)] == chunks
+    shared = sum(len(e.payload) for e in encoded)
+    assert shared < 0.9 * len(data)  # the stand-in LLM alone: 100%
+    fresh = sum(len(e.payload) for start in range(0, len(chunks), 4)  # a new stream per batch
+                for e in encode_symbols(prior.stream(4), symbols[start : start + 4],
+                                        sizes[start : start + 4], batch_size=4))  # fmt: skip
+    assert shared < fresh  # later batches profit from what the earlier ones taught
