@@ -197,7 +197,8 @@ class StandInLlmCodec:
 
     whole_only = True
 
-    def __init__(self, prior: str, mode: str, chunk_bytes: int, batch_size: int) -> None:
+    def __init__(self, prior: str, mode: str, chunk_bytes: int, batch_size: int,
+                 device: str = "cpu") -> None:  # fmt: skip
         self.name, self.chunk_bytes, self.batch_size = f"lmgc:{mode}", chunk_bytes, batch_size
 
     def available(self) -> bool:

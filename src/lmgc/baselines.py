@@ -396,7 +396,7 @@ class LmgcCodec:
     whole_only = True
 
     def __init__(self, mode: str, *, prior: str = "llm", chunk_bytes: int | None = None,
-                 batch_size: int = 16) -> None:  # fmt: skip
+                 batch_size: int = 16, device: str = "cpu") -> None:  # fmt: skip
         from .api import PRIORS
         from .serialize import Serialization
 
@@ -410,7 +410,7 @@ class LmgcCodec:
         self.prior = prior
         self.model = model or None
         self.serialization = serialization
-        self.chunk_bytes, self.batch_size = chunk_bytes, batch_size
+        self.chunk_bytes, self.batch_size, self.device = chunk_bytes, batch_size, device
         self._compressor = None
 
     def available(self) -> bool:
@@ -431,7 +431,8 @@ class LmgcCodec:
 
             self._compressor = Compressor(self.model, prior=self.prior,
                                           serialization=self.serialization,
-                                          chunk_bytes=self.chunk_bytes, batch_size=self.batch_size)
+                                          chunk_bytes=self.chunk_bytes, batch_size=self.batch_size,
+                                          device=self.device)
         return self._compressor.compress(data, self._dtype_name(dtype))
 
     def decompress(self, blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:

@@ -1,25 +1,25 @@
-"""Stage 2 without an LLM: a structural context model of the hex digits of each value.
+"""Stage 2 without an LLM: structural context models of the hex digits of each value.
 
 A float's hex digits are not a text: digit 0 holds the sign and the top of the exponent, the next
 ones the rest of the exponent and the top of the mantissa, the last ones near-random mantissa
 bits. Neighbouring values have similar exponents, and zeros come in runs. So the next digit is
-predicted from its structural context (see :func:`structured_context`):
+predicted from its structural context (:func:`structured_context`): its position ``p`` inside the
+value, the previous digit of the same value, whether all earlier digits of the value were zero,
+and the digits at the same position in the two previous values. A context *kind*
+(:data:`KINDS`) says which of these a position uses; ``raw`` stores near-random digits as they are.
 
-- its position ``p`` inside the value,
-- the previous digit of the same value and whether all earlier digits of the value were zero,
-- the digits at the same position in the two previous values.
+Counts are integers plus ``ALPHA`` in float32 (exact below 2^24, deterministic beyond), updated
+identically by encoder and decoder; no training data is needed.
 
-Counts are float64 integers plus ``ALPHA`` (exact in float64), updated identically by encoder and
-decoder; no training data is needed.
-
-:class:`ContextPrior` is the fast codec built on it (``--prior context``). Per chunk, the first
-``structured_digits`` digits of each value (the sign/exponent digits, where context pays) are
-coded in *lanes*: the chunk's values are cut into up to ``MAX_LANES`` contiguous runs and all
-runs advance in lockstep, one digit of every lane per numpy step, so a step costs a few
-vectorized calls however many lanes there are. The remaining digits are coded position by
-position, split by "all earlier digits zero", with adaptive counts refreshed between
-geometrically growing blocks (a few constriction calls per position). The encoder picks
-``structured_digits`` from exact adaptive code lengths and records it in the header.
+:class:`ContextPrior` is the fast codec built on them (``--prior context``). The encoder picks a
+kind per digit position from exact adaptive code lengths (:func:`choose_kinds`) and records the
+choice in the header. Per chunk, the leading positions with *sequential* kinds (those that read
+earlier values: the sign/exponent digits, where context pays) are coded in *lanes*: the chunk's
+values are cut into up to ``MAX_LANES`` contiguous runs that advance in lockstep, one digit of
+every lane per numpy step, so a step costs a few vectorized calls however many lanes there are.
+The other positions are coded one after another, grouped by their context, with adaptive counts
+refreshed between geometrically growing blocks (a few constriction calls per position); raw
+digits are packed in front of the range-coded part.
 """
 
 from __future__ import annotations

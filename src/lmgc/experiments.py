@@ -212,9 +212,11 @@ def build_plan(quick: bool, *, models: Iterable[str] = (), data_dirs: dict[str, 
                 data_dirs=tuple(sorted(data_dirs.items())))
 
 
-def own_mode_codec(prior: str, mode: str, chunk_bytes: int, batch_size: int) -> Codec:
+def own_mode_codec(prior: str, mode: str, chunk_bytes: int, batch_size: int,
+                   device: str = "cpu") -> Codec:  # fmt: skip
     """The codec of one (prior, mode); ``llm`` is the paper's token mode."""
-    return LmgcCodec(mode, prior=prior, chunk_bytes=chunk_bytes, batch_size=batch_size)
+    return LmgcCodec(mode, prior=prior, chunk_bytes=chunk_bytes, batch_size=batch_size,
+                     device=device)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -433,7 +435,8 @@ class _Experiment:
         start = time.perf_counter()
         if kind == "coded":
             n_chunks = sum(len(w) for windows in pieces.windows for w in windows) // chunk_bytes
-            codec = own_mode_codec(prior, mode, chunk_bytes, min(self.plan.batch_size, n_chunks))
+            codec = own_mode_codec(prior, mode, chunk_bytes, min(self.plan.batch_size, n_chunks),
+                                   self.plan.device)
             cell = self._coded(pieces, _ContainerProbe(codec), chunk_bytes)
         else:
             cell = self._estimated(pieces, mode, group_bytes, chunk_bytes)
@@ -1077,8 +1080,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch-dataset", default="mnist", choices=DATASET_NAMES,
                         help="dataset of the architectures table and Table 1 (default mnist)")
     parser.add_argument("--device", default="cpu",
-                        help="torch device for training and LLM estimates (default cpu); coded "
-                             "LLM figures run where LmgcCodec runs, on the CPU")
+                        help="torch device for training and the LLM (default cpu)")
     parser.add_argument("--windows", type=_positive_int, metavar="K",
                         help="LLM windows per checkpoint (quick 1, full 2)")
     parser.add_argument("--window-bytes", type=_positive_int, metavar="N",
