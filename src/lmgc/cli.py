@@ -199,6 +199,7 @@ def _cmd_demo(args) -> int:
         (f"lmgc --prior {args.prior} ({compressor.lm.spec}, {compressor.config.serialization})", len(blob)),
         ("  of which coded chunks (without the header)", payload),
         ("lmgc --prior context (no LLM)", len(context_blob)),
+        ("  of which coded chunks (without the header)", read_container_info(context_blob)["payload_bytes"]),
         ("gzip -9", len(zlib.compress(raw, 9))),
         ("lzma (default preset)", len(lzma.compress(raw))),
     ]
