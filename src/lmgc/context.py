@@ -30,6 +30,7 @@ import numpy as np
 
 from .coder import FAMILY, payload_bytes, range_decoder, range_encoder
 from .errors import CorruptDataError, SerializationError
+from .serialize import hex_digits, pack_hex_digits
 
 __all__ = [
     "ALPHA", "NONE", "N_STRUCTURED", "KINDS", "value_digits", "digits_to_bytes",
@@ -48,9 +49,7 @@ MAX_BLOCK = 1 << 16
 def value_digits(data: bytes, group: int) -> tuple[np.ndarray, np.ndarray]:
     """A (values, 2 * group) matrix of hex digits (high nibble first) and the digits of a
     trailing partial value."""
-    nibbles = np.frombuffer(data, dtype=np.uint8)
-    digits = np.empty(2 * len(nibbles), dtype=np.int32)
-    digits[0::2], digits[1::2] = nibbles >> 4, nibbles & 15
+    digits = hex_digits(data, np.int32)
     width = 2 * group
     whole = len(digits) // width * width
     return digits[:whole].reshape(-1, width), digits[whole:]
@@ -61,7 +60,7 @@ def digits_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
     values = np.empty((planes.shape[1], planes.shape[0] // 2), dtype=np.uint8)
     for j in range(values.shape[1]):
         values[:, j] = (planes[2 * j] << 4) | planes[2 * j + 1]
-    return values.tobytes() + _pack_nibbles(tail)
+    return values.tobytes() + pack_hex_digits(tail)
 
 
 def structured_context(p: int, d1, prev, prev2, zero) -> np.ndarray:
@@ -300,7 +299,7 @@ class ContextPrior:
         planes = np.ascontiguousarray(matrix.T)
         stream = _Stream(range_encoder(), encoding=True)
         _code_chunk(stream, planes, tail, self.kinds)
-        raw = _pack_nibbles(planes[self._raw_positions()].ravel())
+        raw = pack_hex_digits(planes[self._raw_positions()].ravel())
         return raw + payload_bytes(stream.coder), matrix.size + len(tail)
 
     def decode_chunk(self, payload: bytes, n_bytes: int, group: int) -> bytes:
@@ -313,7 +312,7 @@ class ContextPrior:
         raw_bytes = (len(raw_positions) * n_values + 1) // 2
         if len(payload) < raw_bytes:
             raise CorruptDataError("chunk payload is shorter than its stored digits")
-        raw = _unpack_nibbles(payload[:raw_bytes], len(raw_positions) * n_values)
+        raw = hex_digits(payload[:raw_bytes], np.int32)[: len(raw_positions) * n_values]
         planes[raw_positions] = raw.reshape(len(raw_positions), n_values)
         _code_chunk(_Stream(range_decoder(payload[raw_bytes:]), encoding=False), planes, tail, self.kinds)
         return digits_to_bytes(planes, tail)
@@ -321,18 +320,6 @@ class ContextPrior:
 
     def _raw_positions(self) -> list[int]:
         return [p for p, kind in enumerate(self.kinds) if kind == RAW]
-
-
-def _pack_nibbles(digits: np.ndarray) -> bytes:
-    digits = np.append(digits, 0) if len(digits) % 2 else digits
-    return ((digits[0::2] << 4) | digits[1::2]).astype(np.uint8).tobytes()
-
-
-def _unpack_nibbles(data: bytes, count: int) -> np.ndarray:
-    packed = np.frombuffer(data, dtype=np.uint8)
-    digits = np.empty(2 * len(packed), dtype=np.int32)
-    digits[0::2], digits[1::2] = packed >> 4, packed & 15
-    return digits[:count]
 
 
 def _check_kinds(kinds: list[str]) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import SerializationError
 from .models import LanguageModel
-from .serialize import Serialization
+from .serialize import Serialization, hex_digits, pack_hex_digits
 
 __all__ = ["Prior", "PriorStream", "PriorSession", "LLMPrior", "NibblePrior", "softmax",
            "nibbles", "pack_nibbles"]  # fmt: skip
@@ -78,18 +78,15 @@ class Prior(Protocol):
 
 
 def nibbles(chunk: bytes) -> np.ndarray:
-    """Hex digits of ``chunk``, high nibble first (int64)."""
-    raw = np.frombuffer(chunk, dtype=np.uint8)
-    digits = np.empty(2 * len(raw), dtype=np.int64)
-    digits[0::2], digits[1::2] = raw >> 4, raw & 15
-    return digits
+    """Hex digits of ``chunk``, high nibble first (int64): the digit priors' symbols."""
+    return hex_digits(chunk)
 
 
 def pack_nibbles(digits: np.ndarray, n_bytes: int) -> bytes:
+    """Inverse of :func:`nibbles` for a chunk of ``n_bytes`` bytes."""
     if len(digits) != 2 * n_bytes:
         raise SerializationError(f"decoded {len(digits)} digits, expected {2 * n_bytes}")
-    digits = np.asarray(digits, dtype=np.uint8)
-    return ((digits[0::2] << 4) | digits[1::2]).tobytes()
+    return pack_hex_digits(digits)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import SerializationError
 
-__all__ = ["Serialization", "SEPARATORS", "DEFAULT_SERIALIZATION"]
+__all__ = ["Serialization", "SEPARATORS", "DEFAULT_SERIALIZATION", "hex_digits", "pack_hex_digits"]
 
 #: Separator names usable in a serialization spec, as in ``hex-commaspace``.
 SEPARATORS: dict[str, str] = {
@@ -141,3 +141,18 @@ class Serialization:
         n_groups = -(-n_bytes // group_bytes)
         return n_bytes * self._group_chars() + (n_groups - 1) * len(self.separator)
 
+
+def hex_digits(data: bytes, dtype=np.int64) -> np.ndarray:
+    """The hex digits ``data.hex()`` spells, as integers 0..15 (high nibble first)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    digits = np.empty(2 * len(raw), dtype=dtype)
+    digits[0::2], digits[1::2] = raw >> 4, raw & 15
+    return digits
+
+
+def pack_hex_digits(digits: np.ndarray) -> bytes:
+    """Inverse of :func:`hex_digits`; an odd count is completed with a zero digit."""
+    digits = np.asarray(digits, dtype=np.uint8)
+    if len(digits) % 2:
+        digits = np.append(digits, np.uint8(0))
+    return ((digits[0::2] << 4) | digits[1::2]).tobytes()
