@@ -61,12 +61,6 @@ def ensure_files() -> None:
             main(["collect", *args, "--out", str(path.parent), "--no-progress"])
 
 
-def best(results, names) -> tuple[str, float]:
-    rows = [r for r in results if r.codec in names and r.status == "ok" and r.verified]
-    top = min(rows, key=lambda r: r.rate_pct)
-    return top.codec, top.rate_pct
-
-
 def payload_probe(codec):
     """Wraps an lmgc codec so each container's payload (without the header) is recorded too."""
     from lmgc.api import read_container_info
@@ -115,6 +109,12 @@ def _by_codec(rows: list[dict]) -> dict[str, dict]:
     return {r["codec"]: r for r in rows}
 
 
+def _best_classical(rows: dict[str, dict]) -> str:
+    ok = [rows[c] for c in CLASSICAL if c in rows and rows[c]["status"] == "ok"]
+    top = min(ok, key=lambda r: r["rate_pct"])
+    return f"{top['rate_pct']:.2f} ({top['codec']})"
+
+
 def _rate(row: dict | None) -> str:
     if row is None or row["status"] != "ok" or not row["verified"]:
         return "✗" if row else "–"
@@ -147,14 +147,12 @@ def markdown(report: dict, window_bytes: int, windows: int, chunk_bytes: int, ba
     ]
     for label, entry in report["files"].items():
         rows = _by_codec(entry["windows"])
-        classical = [rows[c] for c in CLASSICAL if c in rows and rows[c]["status"] == "ok"]
-        top = min(classical, key=lambda r: r["rate_pct"])
         cells = []
         for prior in ("llm", "nibble", "context", "hybrid"):
             row = rows.get(names[prior])
             payload = row.get("payload_pct") if row else None
             cells.append(f"{payload:.2f} / {_rate(row)}" if payload is not None else _rate(row))
-        lines.append(f"| {label} | {' | '.join(cells)} | {top['rate_pct']:.2f} ({top['codec']}) |")
+        lines.append(f"| {label} | {' | '.join(cells)} | {_best_classical(rows)} |")
     lines += [
         "",
         "## Whole files: the context prior (no LLM) vs every classical codec",
@@ -167,12 +165,10 @@ def markdown(report: dict, window_bytes: int, windows: int, chunk_bytes: int, ba
     for label, entry in report["files"].items():
         rows = _by_codec(entry["whole"])
         ctx = rows[names["context"]]
-        classical = [rows[c] for c in CLASSICAL if c in rows and rows[c]["status"] == "ok"]
-        top = min(classical, key=lambda r: r["rate_pct"])
         lines.append(
             f"| {label} | {entry['bytes']:,} B | {_rate(ctx)} | {ctx['compress_mbps']:.1f} / "
             f"{ctx['decompress_mbps']:.1f} | {_rate(rows.get('pcodec'))} | "
-            f"{top['rate_pct']:.2f} ({top['codec']}) |"
+            f"{_best_classical(rows)} |"
         )
     return "\n".join(lines) + "\n"
 
