@@ -199,9 +199,8 @@ class Compressor:
         self.lossy = parse_lossy(lossy) if lossy else None
         self.serialization = Serialization.parse(serialization, group_bytes)
         self.prior_name = prior
-        if prior == "context":
-            self.lm = None
-            self.prior = ContextPrior()
+        if prior == "context":  # a fresh ContextPrior fits each input (see _encode_context)
+            self.lm = self.prior = None
         else:
             self.lm = load_model(model, dtype=dtype, device=device)
             self.prior = _build_llm_prior(prior, self.lm, self.serialization, threads or _default_threads())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import constriction
 import numpy as np
 
 from .coder import FAMILY, payload_bytes, range_decoder, range_encoder
@@ -182,8 +183,6 @@ class _Stream:
 
     def code_fixed(self, digits: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Code ``len(digits)`` digits with one distribution (unnormalized ``weights``)."""
-        import constriction
-
         model = constriction.stream.model.Categorical(weights, perfect=False)
         if not self.encoding:
             return self.coder.decode(model, len(digits))
