@@ -8,13 +8,16 @@ __all__ = [
     "UnsupportedDtypeError",
     "UnsafePickleError",
     "OutputExistsError",
+    "OutputError",
     "SerializationError",
     "FormatError",
     "NotAnLmgcFileError",
     "UnsupportedVersionError",
     "CorruptDataError",
+    "LimitExceededError",
     "ModelError",
     "ModelMismatchError",
+    "UntrustedModelError",
     "EnvironmentMismatchError",
 ]
 
@@ -39,6 +42,10 @@ class OutputExistsError(LmgcError):
     """The output path exists and overwriting was not requested."""
 
 
+class OutputError(LmgcError):
+    """The output path cannot be written (a directory, under a file, read-only, or the input)."""
+
+
 class SerializationError(LmgcError):
     """Bytes cannot be turned into text (or back) with the chosen serialization and model."""
 
@@ -59,12 +66,20 @@ class CorruptDataError(FormatError):
     """The container is truncated, or a checksum (CRC32 / SHA-256) does not match."""
 
 
+class LimitExceededError(FormatError):
+    """A container claims more than the caller allows (output size, header size, nesting)."""
+
+
 class ModelError(LmgcError):
     """A model cannot be found or loaded."""
 
 
 class ModelMismatchError(ModelError):
     """The model given for decoding is not the one the data was encoded with."""
+
+
+class UntrustedModelError(ModelError):
+    """A container names a model the caller has not allowed (files never choose what is loaded)."""
 
 
 class EnvironmentMismatchError(LmgcError):
