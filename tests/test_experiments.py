@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import zlib
 
@@ -20,7 +19,7 @@ from lmgc import api, experiments, models
 from lmgc.api import Estimate
 from lmgc.bench import load_file_bytes, run_bench, sample_windows
 from lmgc.collect.datasets import DatasetNotFoundError
-from lmgc.container import ChunkEntry, Container, pack, unpack
+from lmgc.container import pack, unpack
 from lmgc.errors import InputError, OutputExistsError, SerializationError
 from lmgc.experiments import (
     PAPER_SERIALIZATIONS,
@@ -31,6 +30,7 @@ from lmgc.experiments import (
     register,
     run_experiments,
 )
+from lmgc.tensors import raw_bundle
 
 TINY_RUNS = (Run("convnet", "synthetic", 8, 2, 1, 16), Run("vit", "synthetic", 16, 2, 1, 16))
 MAIN = "convnet-synthetic"
@@ -212,9 +212,12 @@ class StandInLlmCodec:
             raise SerializationError("the tokenizer cannot represent this text exactly")
         chunks = [data[i:i + self.chunk_bytes] for i in range(0, len(data), self.chunk_bytes)]
         payloads = [zlib.compress(c, 9) for c in chunks]
-        table = [ChunkEntry(len(p), 2 * len(c), zlib.crc32(c)) for p, c in zip(payloads, chunks)]
-        return pack(Container({"n_chunks": len(chunks)}, table, hashlib.sha256(data).digest(),
-                              payloads))
+        fields = {"total_bytes": len(data), "environment": {},
+                  "codec": {"serialization": "hex-none-be", "group_bytes": 1,
+                            "chunk_bytes": self.chunk_bytes, "batch_size": self.batch_size},
+                  "prior": {"kind": "context", "version": 1, "digit_contexts": ["z", "z"]},
+                  "manifest": raw_bundle(data, "uint8", "stand-in").manifest()}
+        return pack(fields, payloads, [2 * len(c) for c in chunks], [data])
 
     def decompress(self, blob: bytes, dtype, n_bytes: int) -> bytes:
         return b"".join(zlib.decompress(p) for p in unpack(blob).payloads)

@@ -13,7 +13,7 @@ True
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -21,23 +21,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .codec import RateMeter, crc32, decode_symbols, encode_symbols, split_chunks
-from .container import ChunkEntry, Container, pack, unpack
+from .container import Container, pack, unpack
 from .context import ContextPrior
 from .errors import (
     CorruptDataError,
     EnvironmentMismatchError,
     InputError,
+    LimitExceededError,
+    LmgcError,
     ModelMismatchError,
-    OutputExistsError,
     SerializationError,
+    UntrustedModelError,
 )
+from .header import DEFAULT_MAX_OUTPUT_BYTES, MAX_BATCH, MAX_CHUNK_BYTES, Header
 from .hybrid import HybridPrior
 from .lossy import decode as lossy_decode
 from .lossy import parse_lossy
-from .models import load_model
+from .models import EMBEDDED_MODELS, default_model_spec, load_model
 from .prior import LLMPrior, NibblePrior
 from .serialize import DEFAULT_SERIALIZATION, Serialization
-from .tensors import ITEMSIZE, TensorBundle, atomic_path, bundle_objects, raw_bundle, read_tensors, write_tensors
+from .tensors import (
+    ITEMSIZE, TensorBundle, atomic_path, bundle_objects, check_output_format, check_output_path,
+    raw_bundle, read_input_bytes, read_tensors, write_tensors,
+)  # fmt: skip
 
 __all__ = [
     "CodecConfig", "Compressor", "Decompressor", "Estimate",
@@ -66,10 +72,10 @@ class CodecConfig:
 
     def __post_init__(self) -> None:
         Serialization.parse(self.serialization, self.group_bytes)  # validates
-        if self.chunk_bytes < 1:
-            raise SerializationError(f"chunk size must be positive, not {self.chunk_bytes}")
-        if self.batch_size < 1:
-            raise SerializationError(f"batch size must be positive, not {self.batch_size}")
+        if not 1 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
+            raise SerializationError(f"chunk size must be in [1, {MAX_CHUNK_BYTES}], not {self.chunk_bytes}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise SerializationError(f"batch size must be in [1, {MAX_BATCH}], not {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,14 @@ class Estimate:
         return self.ideal_bits / 8 / self.original_bytes if self.original_bytes else 0.0
 
 
+def _constriction_version() -> str:
+    from importlib.metadata import version
+
+    return version("constriction")  # the module itself has no __version__
+
+
 def environment(device: str) -> dict:
     """Library versions and kernels that change floating-point results."""
-    import constriction
     import numpy
     import torch
     import transformers
@@ -96,7 +107,7 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "numpy": numpy.__version__,
-        "constriction": getattr(constriction, "__version__", "unknown"),
+        "constriction": _constriction_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if device.startswith("cuda"):
@@ -153,9 +164,7 @@ class _Prepared:
 
 def _context_environment() -> dict:
     """The context prior's arithmetic is numpy integers plus constriction's quantization."""
-    import constriction
-
-    return {"constriction": getattr(constriction, "__version__", "unknown")}
+    return {"constriction": _constriction_version()}
 
 
 def _build_llm_prior(prior: str, lm, serialization: Serialization, threads: int):
@@ -194,8 +203,9 @@ class Compressor:
     ) -> None:  # fmt: skip
         if prior not in PRIORS:
             raise InputError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
-        default_chunk = CONTEXT_CHUNK_BYTES if prior == "context" else DEFAULT_CHUNK_BYTES
-        self.config = CodecConfig(serialization, group_bytes, chunk_bytes or default_chunk, batch_size)
+        if chunk_bytes is None:
+            chunk_bytes = CONTEXT_CHUNK_BYTES if prior == "context" else DEFAULT_CHUNK_BYTES
+        self.config = CodecConfig(serialization, group_bytes, chunk_bytes, batch_size)
         self.lossy = parse_lossy(lossy) if lossy else None
         self.serialization = Serialization.parse(serialization, group_bytes)
         self.prior_name = prior
@@ -242,7 +252,6 @@ class Compressor:
         encode = self._encode_context if self.prior_name == "context" else self._encode_stepped
         payloads, counts, fields = encode(prepared)
         header = {
-            "n_chunks": len(prepared.chunks),
             "total_bytes": len(prepared.stream),
             "codec": asdict(self.config) | {"group_bytes": prepared.group},
             **fields,
@@ -250,15 +259,12 @@ class Compressor:
         }
         if prepared.lossy_info is not None:
             header["lossy"] = prepared.lossy_info
-        table = [ChunkEntry(len(p), n, crc32(c)) for p, n, c in zip(payloads, counts, prepared.chunks)]
-        original = b"".join(t.data for t in prepared.bundle.tensors)
-        return pack(Container(header, table, hashlib.sha256(original).digest(), payloads))
+        return pack(header, payloads, counts, (t.data for t in prepared.bundle.tensors))
 
     def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False) -> int:
         """Compress ``src`` into ``dst``; returns the compressed size in bytes."""
         dst = Path(dst)
-        if dst.exists() and not force:
-            raise OutputExistsError(f"{dst} exists; pass --force (force=True) to overwrite it")
+        check_output_path(dst, force=force, inputs=[src] if isinstance(src, (str, os.PathLike)) else ())
         data = self.compress(src, dtype)
         with atomic_path(dst) as tmp:
             tmp.write_bytes(data)
@@ -288,24 +294,35 @@ class Compressor:
 
 
 class Decompressor:
-    """Decodes ``.lmgc`` data, refusing a model or environment that would decode differently.
+    """Decodes ``.lmgc`` data: the exact original bytes, or a :class:`~lmgc.errors.LmgcError`.
+
+    Files may come from anyone. Every check that needs no decoding (header CRC and schema, frame
+    CRCs, sizes against ``max_output_bytes``) runs before a prior is built or a model loaded, and
+    the file never chooses what is loaded: see ``model``.
 
     Args:
-        model: override the model spec stored in the file (e.g. a local copy of the same model);
-            its weights and tokenizer must hash to the recorded values.
+        model: the model to decode LLM/hybrid files with (a spec as in :mod:`lmgc.models`).
+            Default: the model the file names, if it is an embedded one or ``$LMGC_MODEL``;
+            another hub id or path written in a file is only reported, never loaded. Its weights
+            and tokenizer must hash to the recorded values.
         allow_environment_mismatch: try anyway when library versions or CPU kernels differ from
             the encoder's (checksums still catch a wrong result).
         progress: show a progress bar on stderr.
+        max_output_bytes: refuse files that claim to decode to more bytes than this (``None``:
+            no limit), as zstd's ``max_output_size``.
     """
 
     def __init__(self, model: str | None = None, *, allow_environment_mismatch: bool = False,
-                 progress: bool = False) -> None:  # fmt: skip
+                 progress: bool = False,
+                 max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES) -> None:  # fmt: skip
         self.model = model
         self.allow_environment_mismatch = allow_environment_mismatch
         self.progress = progress
+        self.max_output_bytes = max_output_bytes
 
     def _check_environment(self, recorded: dict, here: dict) -> None:
-        diffs = {k: (v, here.get(k)) for k, v in recorded.items() if here.get(k) != v}
+        # "unknown": a version-1 writer could not read constriction's version
+        diffs = {k: (v, here.get(k)) for k, v in recorded.items() if v != "unknown" and here.get(k) != v}
         if diffs and not self.allow_environment_mismatch:
             listing = "; ".join(f"{k}: encoded with {a}, here {b}" for k, (a, b) in diffs.items())
             raise EnvironmentMismatchError(
@@ -313,32 +330,41 @@ class Decompressor:
                 "same versions, or pass --allow-env-mismatch to try (checksums verify the result)"
             )
 
-    def _prior(self, header: dict, serialization: Serialization):
-        recorded = header["prior"]
-        kind = recorded.get("kind")
-        if kind == "context":
-            self._check_environment(header["environment"], _context_environment())
+    def _model_spec(self, recorded: str) -> str:
+        """The caller's model, else the recorded one only if it is one lmgc trusts by itself."""
+        if self.model:
+            return self.model
+        if recorded in EMBEDDED_MODELS or recorded == default_model_spec():
+            return recorded
+        raise UntrustedModelError(
+            f"this file was encoded with model {recorded!r}, which is not an embedded model; "
+            f"lmgc loads no model a file names: pass --model {recorded!r} (model=...) to trust it"
+        )
+
+    def _prior(self, header: Header, serialization: Serialization):
+        recorded = header.prior
+        if recorded["kind"] == "context":
+            self._check_environment(header.environment, _context_environment())
             try:
                 return ContextPrior.from_identity(recorded)
             except SerializationError as exc:
                 raise CorruptDataError(str(exc)) from None
-        if kind not in (*_LLM_KINDS, HybridPrior.kind):
-            raise CorruptDataError(f"unknown prior kind {kind!r} in header")
-        llm = recorded["llm"] if kind == HybridPrior.kind else recorded
-        self._check_environment(header["environment"], environment(llm["device"]))
-        lm = load_model(self.model or llm["model"], dtype=llm["dtype"], device=llm["device"])
+        llm = recorded["llm"] if recorded["kind"] == HybridPrior.kind else recorded
+        spec = self._model_spec(llm["model"])
+        self._check_environment(header.environment, environment(llm["device"]))
+        lm = load_model(spec, dtype=llm["dtype"], device=llm["device"])
         base = _LLM_KINDS[llm["kind"]](lm, serialization, llm["threads"])
-        identity = base.identity()
-        for key in ("weights_sha256", "tokenizer_sha256", "alphabet_sha256", "bos_id"):
-            if identity[key] != llm[key]:
+        identity = base.identity() | base.derived_identity()
+        for key in ("weights_sha256", "tokenizer_sha256", *base.derived_identity()):
+            if key in llm and identity[key] != llm[key]:
                 raise ModelMismatchError(
                     f"model {lm.spec!r} is not the one this file was encoded with "
                     f"({key.replace('_', ' ')} differs); encoded with {llm['model']!r}"
                 )
-        if kind != HybridPrior.kind:
+        if recorded["kind"] != HybridPrior.kind:
             return base
         prior = HybridPrior(base, recorded["learning_rate"])
-        if prior.identity() != recorded | {"llm": identity}:
+        if prior.identity()["version"] != recorded["version"]:
             raise CorruptDataError("this hybrid prior's settings are not supported by this lmgc version")
         return prior
 
@@ -347,62 +373,100 @@ class Decompressor:
         if isinstance(prior, ContextPrior):
             chunks = []
             with _progress_bar(sum(sizes), "decompress", self.progress, unit="B") as bar:
-                for i, (payload, size) in enumerate(zip(container.payloads, sizes)):
-                    try:
-                        chunks.append(prior.decode_chunk(payload, size, group))
-                    except (SerializationError, ValueError, RuntimeError) as exc:
-                        raise CorruptDataError(f"chunk {i} cannot be decoded: {exc}") from None
+                for payload, size in zip(container.payloads, sizes):
+                    chunks.append(prior.decode_chunk(payload, size, group))
                     bar.update(size)
             return chunks
         n_symbols = [c.n_symbols for c in container.chunks]
+        limit = prior.stream(group).max_symbols
+        if limit is not None and max(n_symbols, default=0) > limit:
+            raise CorruptDataError(f"a chunk claims more symbols than the model's context ({limit})")
         with _progress_bar(sum(n_symbols), "decompress", self.progress) as bar:
             symbols = decode_symbols(prior.stream(group), container.payloads, n_symbols, sizes, batch,
                                      RateMeter(bar))  # fmt: skip
-        chunks = []
-        for i, (decoded, size) in enumerate(zip(symbols, sizes)):
-            try:
-                chunks.append(prior.restore(decoded, size, group))
-            except SerializationError as exc:
-                raise CorruptDataError(f"chunk {i} decoded to malformed text ({exc})") from None
-        return chunks
+        return [prior.restore(decoded, size, group) for decoded, size in zip(symbols, sizes)]
+
+    def _decode(self, container: Container) -> TensorBundle:
+        header = container.header
+        codec = header.codec
+        serialization = Serialization.parse(codec["serialization"], codec["group_bytes"])
+        sizes = [header.chunk_size(i) for i in range(header.n_chunks)]
+        _check_symbol_counts(header, container, sizes, serialization)
+        prior = self._prior(header, serialization)
+        try:
+            chunks = self._decode_chunks(prior, container, sizes, codec["group_bytes"], codec["batch_size"])
+        except SerializationError as exc:
+            raise CorruptDataError(f"a chunk decodes to malformed data ({exc}): the file is corrupt") from None
+        if container.version == 1:
+            for i, (chunk, entry) in enumerate(zip(chunks, container.chunks)):
+                if crc32(chunk) != entry.crc32:
+                    raise CorruptDataError(f"chunk {i} fails its CRC32 check: the file is corrupt")
+        bundle = _bundle_from_stream(b"".join(chunks), container, serialization)
+        return lossy_decode(bundle, header.lossy) if header.lossy is not None else bundle
 
     def decompress_bundle(self, data: bytes) -> TensorBundle:
-        container = unpack(bytes(data))
-        header = container.header
-        try:
-            codec = header["codec"]
-            serialization = Serialization.parse(codec["serialization"], codec["group_bytes"])
-            group, batch = int(codec["group_bytes"]), int(codec["batch_size"])
-            chunk_bytes, total = int(codec["chunk_bytes"]), int(header["total_bytes"])
-            manifest = header["manifest"]
-        except (KeyError, TypeError, ValueError, SerializationError) as exc:
-            raise CorruptDataError(f"lmgc header is missing or has bad fields: {exc}") from None
-        sizes = [min(chunk_bytes, total - start) for start in range(0, total, chunk_bytes)]
-        if len(sizes) != len(container.chunks):
-            raise CorruptDataError("chunk table does not match the recorded total size")
-        prior = self._prior(header, serialization)
-        chunks = self._decode_chunks(prior, container, sizes, group, batch)
-        for i, (chunk, entry) in enumerate(zip(chunks, container.chunks)):
-            if crc32(chunk) != entry.crc32:
-                raise CorruptDataError(f"chunk {i} fails its CRC32 check: the file is corrupt")
-        bundle = _bundle_from_stream(b"".join(chunks), manifest, serialization, container.sha256)
-        return lossy_decode(bundle, header["lossy"]) if "lossy" in header else bundle
+        """Decode to a :class:`~lmgc.tensors.TensorBundle` (bytes plus manifest).
+
+        Raises:
+            LmgcError: and only that, whatever ``data`` holds: :class:`~lmgc.errors.FormatError`
+                for anything wrong with the file, :class:`~lmgc.errors.ModelError` /
+                :class:`~lmgc.errors.EnvironmentMismatchError` for what decoding here needs.
+        """
+        with _typed_errors():
+            return self._decode(unpack(bytes(data), max_output_bytes=self.max_output_bytes))
 
     def decompress(self, data: bytes):
         """The original object: array/tensor or nested container (numpy in, numpy out)."""
         return self.decompress_bundle(data).to_objects()
 
     def decompress_file(self, src, dst, *, force: bool = False) -> Path:
-        """Decode ``src`` and write the tensors in their original file format to ``dst``."""
+        """Decode ``src`` and write the tensors in their original file format to ``dst``.
+
+        ``dst`` is checked before decoding: writable, not ``src``, not existing unless ``force``,
+        and with the suffix of the stored format (a .npy array is never written to a .pt path).
+        """
         dst = Path(dst)
-        if dst.exists() and not force:
-            raise OutputExistsError(f"{dst} exists; pass --force (force=True) to overwrite it")
-        bundle = self.decompress_bundle(_read_input(src))
+        check_output_path(dst, force=force, inputs=[src])
+        with _typed_errors():
+            container = unpack(read_input_bytes(src), max_output_bytes=self.max_output_bytes)
+            check_output_format(container.header.manifest["format"], dst)
+            bundle = self._decode(container)
         return write_tensors(bundle, dst, force=force)
 
 
-def _bundle_from_stream(stream: bytes, manifest: dict, serialization: Serialization,
-                        digest: bytes) -> TensorBundle:  # fmt: skip
+@contextlib.contextmanager
+def _typed_errors():
+    """Decoding untrusted bytes raises LmgcError only: a corrupt payload can fail anywhere in a
+    prior or in the range coder (constriction asserts), and that is the file's fault."""
+    try:
+        yield
+    except LmgcError:
+        raise
+    except MemoryError:
+        raise LimitExceededError("not enough memory to decode this file") from None
+    except Exception as exc:
+        raise CorruptDataError(f"the file cannot be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_symbol_counts(header: Header, container: Container, sizes: list[int],
+                         serialization: Serialization) -> None:  # fmt: skip
+    """Refuse impossible symbol counts before any model loads: one symbol per hex digit (nibble,
+    hybrid, context), or in token mode between one and one per UTF-8 byte of the chunk's text
+    (byte-level tokens; a Latin-1 character takes at most two bytes)."""
+    group = header.codec["group_bytes"]
+    token_mode = header.prior["kind"] == "llm"
+    utf8_bytes_per_char = 1 if serialization.encoding == "hex" else 2
+    for i, (entry, size) in enumerate(zip(container.chunks, sizes)):
+        if token_mode:
+            ok = 1 <= entry.n_symbols <= serialization.to_text_length(size, group) * utf8_bytes_per_char
+        else:
+            ok = entry.n_symbols == 2 * size
+        if not ok:
+            raise CorruptDataError(f"chunk {i} claims {entry.n_symbols} symbols for {size} bytes")
+
+
+def _bundle_from_stream(stream: bytes, container: Container, serialization: Serialization) -> TensorBundle:
+    manifest = container.header.manifest
     blobs, position = [], 0
     for entry in manifest["tensors"]:
         size = ITEMSIZE[entry["dtype"]]
@@ -411,33 +475,38 @@ def _bundle_from_stream(stream: bytes, manifest: dict, serialization: Serializat
             n *= dim
         blobs.append(serialization.order_bytes(stream[position : position + n], size))
         position += n
-    if position != len(stream) or hashlib.sha256(b"".join(blobs)).digest() != digest:
+    if position != len(stream) or not container.matches(b"".join(blobs)):
         raise CorruptDataError("decoded data fails the SHA-256 check: the file is corrupt")
     return TensorBundle.from_manifest(manifest, blobs)
 
 
-def _read_input(src) -> bytes:
-    path = Path(src)
-    if not path.is_file():
-        raise InputError(f"input file not found: {path}")
-    return path.read_bytes()
-
-
 def read_container_info(data: bytes) -> dict:
-    """Header and chunk statistics of a container, without decoding it."""
-    container = unpack(bytes(data))
-    header = container.header
+    """Header, integrity and chunk statistics of a container, without decoding it (no size limit:
+    nothing is allocated in proportion to what the file claims)."""
+    container = unpack(bytes(data), max_output_bytes=None)
     payload = sum(c.payload_length for c in container.chunks)
     return {
-        "header": header,
+        "format_version": container.version,
+        "integrity": INTEGRITY[container.version],
+        "header": container.header.fields,
+        "n_chunks": container.header.n_chunks,
         "file_bytes": len(data),
         "payload_bytes": payload,
         "chunks": [
             {"offset": o, "payload_bytes": c.payload_length, "symbols": c.n_symbols, "crc32": f"{c.crc32:08x}"}
             for o, c in zip(container.offsets(), container.chunks)
         ],
-        "sha256": container.sha256.hex(),
+        "sha256": container.digest.hex(),
     }
+
+
+#: What each container version's checksums cover (``lmgc info`` prints it).
+INTEGRITY = {
+    1: "version 1: CRC32 per decoded chunk and SHA-256 of the tensor bytes; the header (manifest, "
+       "codec, prior) is NOT covered, so an edited header can decode to wrong tensors",
+    2: "version 2: CRC32 of the header and of every coded chunk (checked before decoding), "
+       "SHA-256 of the header and the tensor bytes",
+}
 
 
 def compress(source, *, dtype: str | None = None, **kwargs) -> bytes:

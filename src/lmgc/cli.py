@@ -1,7 +1,8 @@
 """Command-line interface: ``lmgc compress | decompress | info | estimate`` (+ bench, collect, data).
 
-Progress goes to stderr, results to stdout; every :class:`~lmgc.errors.LmgcError` becomes one line
-``lmgc: error: ...`` and exit code 1.
+Progress goes to stderr, results to stdout; every :class:`~lmgc.errors.LmgcError` (and, as a last
+resort, any OSError or MemoryError) becomes one line ``lmgc: error: ...`` and exit code 1. Outputs
+are checked before any model loads, and never replace an input.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from . import __version__, bench, experiments
 from .collect import cli as collect_cli
-from .errors import LmgcError, OutputExistsError
+from .errors import InputError, LmgcError
+from .header import DEFAULT_MAX_OUTPUT_BYTES
 from .lossy import error_report, parse_lossy
 from .serialize import Serialization
 
@@ -28,6 +30,25 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         "a .gguf file, a local HF directory or a hub id")  # fmt: skip
 
 
+def _int_at_least(minimum: int):
+    """An argparse ``type`` for sizes and counts: 0 would silently mean the default chunk size
+    (``chunk_bytes or default``) or fail deep inside the codec, so argparse rejects it up front."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+POSITIVE = _int_at_least(1)
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
@@ -38,13 +59,12 @@ def _human(n: float) -> str:
 
 def _cmd_compress(args) -> int:
     from .api import Compressor, Decompressor
-    from .tensors import atomic_path, read_tensors
+    from .tensors import atomic_path, check_output_path, read_tensors
 
     Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
     pipeline = parse_lossy(args.lossy) if args.lossy else None
     out = Path(args.output) if args.output else Path(str(args.input) + ".lmgc")
-    if out.exists() and not args.force:
-        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    check_output_path(out, force=args.force, inputs=[args.input])
     bundle = read_tensors(args.input, args.dtype)
     compressor = Compressor(
         args.model, prior=args.prior, serialization=args.serialization,
@@ -60,6 +80,7 @@ def _cmd_compress(args) -> int:
         decoded = Decompressor(progress=not args.quiet).decompress_bundle(data)
         if [t.data for t in decoded.tensors] != [t.data for t in expected.tensors]:
             raise LmgcError(f"verification failed: the result does not decode to {args.input}")
+    check_output_path(out, force=args.force, inputs=[args.input])  # again: coding can take hours
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     original = bundle.nbytes
@@ -84,21 +105,20 @@ def _cmd_decompress(args) -> int:
     else:
         raise LmgcError(f"cannot derive an output name from {src}; give -o/--output")
     decompressor = Decompressor(
-        args.model, allow_environment_mismatch=args.allow_env_mismatch, progress=not args.quiet
-    )
+        args.model, allow_environment_mismatch=args.allow_env_mismatch, progress=not args.quiet,
+        max_output_bytes=args.max_output_bytes or None,
+    )  # fmt: skip
     decompressor.decompress_file(src, out, force=args.force)
-    print(f"{src} -> {out}: decoded and verified (CRC32 per chunk, SHA-256 overall)")
+    print(f"{src} -> {out}: decoded and verified against the file's checksums")
     return 0
 
 
 def _cmd_info(args) -> int:
     from .api import read_container_info
-    from .tensors import TensorBundle
+    from .tensors import TensorBundle, read_input_bytes
 
     path = Path(args.input)
-    if not path.is_file():
-        raise LmgcError(f"input file not found: {path}")
-    info = read_container_info(path.read_bytes())
+    info = read_container_info(read_input_bytes(path))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -109,7 +129,7 @@ def _cmd_info(args) -> int:
     symbols = sum(c["symbols"] for c in info["chunks"])
     lines = [
         f"file:          {path} ({_human(info['file_bytes'])}, {100 * rate:.2f}% of {_human(total)})",
-        f"payload:       {_human(info['payload_bytes'])} in {header['n_chunks']} chunks of "
+        f"payload:       {_human(info['payload_bytes'])} in {info['n_chunks']} chunks of "
         f"{codec['chunk_bytes']} B, {symbols:,} symbols",
     ]
     if "ideal_bits" in header:
@@ -129,6 +149,7 @@ def _cmd_info(args) -> int:
     if sizes:
         lines.append(f"chunk payloads: min {min(sizes)} B, mean {sum(sizes) / len(sizes):.0f} B, max {max(sizes)} B")
     lines.append(f"sha256:        {info['sha256']}")
+    lines.append(f"integrity:     {info['integrity']}")
     print("\n".join(lines))
     return 0
 
@@ -137,8 +158,10 @@ def _prior_lines(prior: dict, codec: dict) -> list[str]:
     """What ``lmgc info`` says about the recorded prior, whatever its kind."""
     if prior["kind"] == "context":
         return [f"prior:         context models, digit contexts {' '.join(prior['digit_contexts'])}"]
+    from .hybrid import CONTEXT_EXPERTS
+
     llm = prior.get("llm", prior)
-    mixed = f" mixed with context models {', '.join(prior['experts'])}" if "experts" in prior else ""
+    mixed = f" mixed with context models {', '.join(CONTEXT_EXPERTS)}" if "llm" in prior else ""
     return [
         f"prior:         {prior['kind']} {llm['model']}{mixed} ({llm['dtype']} on {llm['device']}, "
         f"{llm['threads']} threads, batch {codec['batch_size']})",
@@ -181,6 +204,8 @@ def _cmd_demo(args) -> int:
     bundle = read_tensors(source)
     values = np.frombuffer(b"".join(t.data for t in bundle.tensors if t.dtype == "float32"), "<f4")
     sample = values[: args.bytes // 4].copy()
+    if not sample.size:
+        raise InputError(f"{source} holds no float32 values to demonstrate on")
     print(f"sample: {sample.nbytes:,} bytes of real float32 gradients from {source.name}")
     compressor = Compressor(args.model, prior=args.prior, chunk_bytes=args.chunk_bytes,
                             batch_size=args.batch, progress=not args.quiet)  # fmt: skip
@@ -228,12 +253,12 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_SERIALIZATION}), hex-none-le, hex-commaspace, hex-0x, iso")  # fmt: skip
     parser.add_argument("--group-bytes", type=int, choices=(1, 2, 4, 8),
                         help="bytes per group (default: the element size)")  # fmt: skip
-    parser.add_argument("--chunk-bytes", type=int,
+    parser.add_argument("--chunk-bytes", type=POSITIVE,
                         help=f"bytes per independently coded chunk (default {DEFAULT_CHUNK_BYTES}; "
                         f"{CONTEXT_CHUNK_BYTES >> 20} MiB with --prior context)")  # fmt: skip
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch", type=POSITIVE, default=DEFAULT_BATCH_SIZE,
                         help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default min(4, cores))")
+    parser.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default min(4, cores))")
     parser.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -260,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: INPUT without .lmgc)")
     _add_model_options(p)
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+    p.add_argument("--max-output-bytes", type=_int_at_least(0), default=DEFAULT_MAX_OUTPUT_BYTES,
+                   help="refuse files that decode to more bytes than this (default "
+                   f"{DEFAULT_MAX_OUTPUT_BYTES >> 30} GiB; 0: no limit)")  # fmt: skip
     p.add_argument("--allow-env-mismatch", action="store_true",
                    help="decode even if library versions / CPU kernels differ from the encoder's")  # fmt: skip
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -268,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an .lmgc file's header and chunk statistics")
     p.add_argument("input")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
-    p.add_argument("--max-tensors", type=int, default=20, help="tensors to list (default 20)")
+    p.add_argument("--max-tensors", type=_int_at_least(0), default=20, help="tensors to list (default 20)")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("estimate", help="fast ideal code length (full forward pass; an estimate)")
@@ -281,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", choices=("llm", "nibble", "hybrid"), default="llm",
                    help="LLM prior to demonstrate (default llm, the paper's token mode); the "
                    "context prior (no LLM) is always shown beside it")  # fmt: skip
-    p.add_argument("--bytes", type=int, default=2048, help="sample size in bytes (default 2048)")
-    p.add_argument("--chunk-bytes", type=int, default=512, help="bytes per chunk (default 512)")
-    p.add_argument("--batch", type=int, default=4, help="chunks in lockstep (default 4)")
+    p.add_argument("--bytes", type=_int_at_least(4), default=2048, help="sample size in bytes (default 2048)")
+    p.add_argument("--chunk-bytes", type=POSITIVE, default=512, help="bytes per chunk (default 512)")
+    p.add_argument("--batch", type=POSITIVE, default=4, help="chunks in lockstep (default 4)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
@@ -297,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except LmgcError as exc:
+    except (LmgcError, OSError) as exc:  # OSError: the last resort (disk full, a race with another process)
         print(f"lmgc: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"lmgc: error: {str(exc) or 'out of memory'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lmgc: interrupted", file=sys.stderr)

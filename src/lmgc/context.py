@@ -269,8 +269,8 @@ class ContextPrior:
         self.kinds = kinds
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "version": self.version, "digit_contexts": self.kinds,
-                "lanes": [MAX_LANES, LANE_VALUES], "blocks": [FIRST_BLOCK, MAX_BLOCK]}  # fmt: skip
+        """The lane and block constants belong to ``version``: changing them needs a new one."""
+        return {"kind": self.kind, "version": self.version, "digit_contexts": self.kinds}
 
     @classmethod
     def from_identity(cls, recorded: dict) -> ContextPrior:

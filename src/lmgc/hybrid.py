@@ -46,8 +46,8 @@ class HybridPrior:
         return self.llm.lm
 
     def identity(self) -> dict:
+        """The experts and the count prior belong to ``version``: changing them needs a new one."""
         return {"kind": self.kind, "version": self.version, "llm": self.llm.identity(),
-                "experts": list(CONTEXT_EXPERTS), "alpha": ALPHA,
                 "learning_rate": self.learning_rate}  # fmt: skip
 
     def symbols(self, chunk: bytes, group: int) -> np.ndarray:

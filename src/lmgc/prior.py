@@ -170,17 +170,22 @@ class _LLMBase:
         self.bos_id = int(bos if bos is not None else 0)
 
     def identity(self) -> dict:
+        """What the container records: the model's exact weights and tokenizer and how it runs.
+        The alphabet, BOS and separator tokens follow from the tokenizer and the serialization."""
         return {
             "kind": self.kind,
             "model": self.lm.spec,
             "weights_sha256": self.lm.weights_sha256(),
             "tokenizer_sha256": self.lm.tokenizer_sha256(),
-            "alphabet_sha256": hashlib.sha256(self._token_ids.tobytes()).hexdigest(),
-            "bos_id": self.bos_id,
             "dtype": self.lm.dtype,
             "device": self.lm.device,
             "threads": self.threads,
         }
+
+    def derived_identity(self) -> dict:
+        """Fields version-1 containers also recorded (derived from the tokenizer; checked there)."""
+        return {"alphabet_sha256": hashlib.sha256(self._token_ids.tobytes()).hexdigest(),
+                "bos_id": self.bos_id}  # fmt: skip
 
     def _forward(self, ids: np.ndarray) -> np.ndarray:
         """Softmax over the alphabet at every position of one full forward pass of ``ids``."""
@@ -286,8 +291,8 @@ class NibblePrior(_LLMBase):
         self.serialization = serialization
         self.separator_ids = list(tok(serialization.separator, add_special_tokens=False)["input_ids"])
 
-    def identity(self) -> dict:
-        return super().identity() | {"separator_ids": self.separator_ids}
+    def derived_identity(self) -> dict:
+        return super().derived_identity() | {"separator_ids": self.separator_ids}
 
     def symbols(self, chunk: bytes, group: int) -> np.ndarray:
         return nibbles(chunk)

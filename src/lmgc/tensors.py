@@ -12,6 +12,8 @@ import contextlib
 import os
 import pickle
 import re
+import secrets
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -20,11 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, UnsafePickleError, UnsupportedDtypeError
+from .errors import (
+    CorruptDataError,
+    InputError,
+    OutputError,
+    OutputExistsError,
+    UnsafePickleError,
+    UnsupportedDtypeError,
+)
 
 __all__ = [
     "TensorRecord", "TensorBundle", "read_tensors", "bundle_objects", "raw_bundle", "write_tensors",
-    "FORMATS", "ITEMSIZE", "atomic_path",
+    "FORMATS", "ITEMSIZE", "atomic_path", "check_output_path", "check_output_format", "read_input_bytes",
 ]  # fmt: skip
 
 #: Supported element types -> bytes per element.
@@ -33,6 +42,20 @@ ITEMSIZE = {
     "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1,
 }  # fmt: skip
 FORMATS = {".npy": "npy", ".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
+#: Stored format -> (what it is, where it may be written): a suffix must not misname the content.
+_WRITTEN_AS = {
+    "npy": ("a .npy array", "a .npy path"),
+    "pt": ("a PyTorch checkpoint", "a .pt or .pth path"),
+    "safetensors": ("a safetensors file", "a .safetensors path"),
+    "raw": ("raw bytes, not a tensor file", "a path not ending in .npy, .pt, .pth or .safetensors"),
+}
+#: torch.load(weights_only=True) wordings (2.0 to 2.6+) for a pickle that uses a global outside its
+#: allowlist; any other unpickling failure ("Unsupported operand", which also names weights_only)
+#: is a damaged file.
+_REFUSED_GLOBAL = re.compile(
+    r"Unsupported (?:global|class)|GLOBAL|allowlist|not (?:an )?allowed|unrecognized function"
+)
+_GLOBAL_NAME = re.compile(r"(?:GLOBAL|Unsupported class) ([\w.]+)")
 
 
 @dataclass
@@ -179,27 +202,63 @@ def read_tensors(path: str | os.PathLike, dtype: str | None = None) -> TensorBun
         UnsupportedDtypeError: a tensor of an unsupported element type.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input file not found: {path}")
     if dtype is not None:
-        return raw_bundle(path.read_bytes(), dtype, str(path))
+        return raw_bundle(read_input_bytes(path), dtype, str(path))
+    _check_input_file(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(
             f"cannot tell the format of {path.name}: use .npy, .pt/.pth or .safetensors, "
             "or give --dtype to read raw bytes"
         )
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes), not a valid {path.suffix} file")
     if fmt == "npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise UnsafePickleError(f"{path} holds Python objects, not a plain array: {exc}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {path} as .npy: {exc}") from None
-        return bundle_objects(array, "npy")
+        return bundle_objects(_load_npy(path), "npy")
     if fmt == "pt":
         return bundle_objects(_load_torch(path), "pt")
     return _read_safetensors(path)
+
+
+def read_input_bytes(path: str | os.PathLike) -> bytes:
+    """A whole input file, or an InputError that says what is wrong with the path."""
+    path = Path(path)
+    _check_input_file(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_input_file(path: Path) -> None:
+    """Name what is wrong with an input path, rather than letting the first read raise an OSError."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISREG(mode):
+            with open(path, "rb"):  # opened only once known to be a file: a FIFO would block
+                return
+    except FileNotFoundError:
+        raise InputError(f"input file not found: {path}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path} is a directory, not a tensor file")
+    raise InputError(f"{path} is not a regular file")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A plain .npy array; not np.load, which would also accept an .npz archive or a pickle."""
+    try:
+        with open(path, "rb") as fh:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UnsafePickleError(
+                f"{path} holds Python objects, not a plain array: refused as unsafe (unpickling can run code)"
+            ) from None
+        raise InputError(f"cannot read {path} as .npy: {exc}") from None
+    except (OSError, MemoryError) as exc:  # MemoryError: a damaged header claims a huge shape
+        raise InputError(f"cannot read {path} as .npy: {exc}") from None
 
 
 def raw_bundle(data: bytes, dtype: str, source: str) -> TensorBundle:
@@ -213,20 +272,23 @@ def raw_bundle(data: bytes, dtype: str, source: str) -> TensorBundle:
 
 
 def _load_torch(path: Path):
+    """Tensors and plain containers only (weights_only): unpickling anything else could run code."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found is None:
+        if not _REFUSED_GLOBAL.search(str(exc)):
             raise InputError(f"cannot read {path} as a PyTorch file: not a valid checkpoint") from None
+        found = _GLOBAL_NAME.search(str(exc))
         raise UnsafePickleError(
-            f"{path} holds objects other than tensors and plain containers ({found.group(1)}); "
-            "refusing to unpickle them"
+            f"{path} holds objects other than tensors and plain containers"
+            f"{f' ({found.group(1)})' if found else ''}: refused as unsafe (refusing to unpickle "
+            "them, since that can run code)"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path} as a PyTorch file: {exc}") from None
+    except Exception as exc:  # a damaged file makes torch's parser raise nearly any type
+        first_line = str(exc).strip().split("\n")[0] or type(exc).__name__  # torch's run to paragraphs
+        raise InputError(f"cannot read {path} as a PyTorch file: {first_line}") from None
 
 
 def _read_safetensors(path: Path) -> TensorBundle:
@@ -248,11 +310,12 @@ def write_tensors(bundle: TensorBundle, path: str | os.PathLike, force: bool = F
 
     Raises:
         OutputExistsError: ``path`` exists and ``force`` is false.
+        OutputError: ``path`` cannot be written, or its suffix names another format.
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass --force (force=True) to overwrite it")
-    fmt = bundle.format if bundle.format != "object" else FORMATS.get(path.suffix.lower(), "pt")
+    path = check_output_path(path, force=force)
+    fmt = check_output_format(bundle.format, path)
+    if bundle.format == "object":
+        _check_object_fits(bundle, fmt)
     with atomic_path(path) as tmp:
         if fmt == "raw":
             tmp.write_bytes(bundle.tensors[0].data)
@@ -270,13 +333,95 @@ def write_tensors(bundle: TensorBundle, path: str | os.PathLike, force: bool = F
     return path
 
 
+def check_output_format(format_name: str, path: str | os.PathLike) -> str:
+    """The format ``path`` is written in, refusing a suffix that misnames the stored format.
+
+    Cheap (no decoding): call it before decoding, so a wrong ``-o`` fails in seconds, not hours.
+    In-memory objects (format ``object``) take the format their suffix names, .pt by default.
+
+    Raises:
+        OutputError: the suffix names another format (e.g. a .npy array written to ``x.pt``).
+        CorruptDataError: ``format_name`` is not a format lmgc writes.
+    """
+    by_suffix = FORMATS.get(Path(path).suffix.lower())
+    if format_name == "object":
+        return by_suffix or "pt"
+    if format_name not in _WRITTEN_AS:
+        raise CorruptDataError(f"unknown tensor file format {format_name!r} in the header")
+    if (by_suffix or "raw") != format_name:
+        what, where = _WRITTEN_AS[format_name]
+        raise OutputError(f"cannot write {path}: the compressed data holds {what}; write it to {where}")
+    return format_name
+
+
+def _check_object_fits(bundle: TensorBundle, fmt: str) -> None:
+    """An in-memory object fits .npy only as one numpy array, .safetensors only as a flat dict
+    of named torch tensors; .pt holds anything."""
+    tree, kinds = bundle.tree, {t.kind for t in bundle.tensors}
+    items = tree.get("__dict__") if isinstance(tree, dict) else None
+    flat_dict = items is not None and all(isinstance(k, str) and isinstance(v, dict) and "__tensor__" in v
+                                          for k, v in items)  # fmt: skip
+    if fmt == "npy" and not (tree == {"__tensor__": 0} and kinds == {"numpy"}):
+        raise OutputError("a .npy file holds one numpy array, and this object is not one; write it to a .pt path")
+    if fmt == "safetensors" and not (flat_dict and kinds <= {"torch"}):
+        raise OutputError(
+            "a .safetensors file holds a flat dict of named torch tensors, and this object is not "
+            "one; write it to a .pt path"
+        )
+
+
+def check_output_path(path: str | os.PathLike, *, force: bool, inputs=()) -> Path:
+    """Refuse an output that cannot or must not be written, before any long work starts.
+
+    Parent directories that do not exist yet are fine (:func:`atomic_path` creates them). The
+    directory is probed by creating a file in it, since permission bits do not bind root and say
+    nothing about read-only mounts.
+
+    Raises:
+        OutputError: ``path`` is one of ``inputs`` (even with ``force``), a directory, under a
+            file, or in a directory that cannot be written.
+        OutputExistsError: ``path`` exists and ``force`` is false.
+    """
+    path = Path(path)
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise OutputError(f"{path} is the input file; write the output to another path")
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give a file path for the output")
+    if path.exists() and not path.is_file():  # replacing e.g. /dev/null would break the system
+        raise OutputError(f"{path} is not a regular file; give another path for the output")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; pass --force (force=True) to overwrite it")
+    directory = path.parent
+    while not directory.exists() and directory.parent != directory:  # nearest existing ancestor
+        directory = directory.parent
+    if not directory.is_dir():
+        raise OutputError(f"cannot write {path}: {directory} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", dir=directory):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {directory} is not writable ({exc.strerror})") from None
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet): they cannot be the same file
+        return False
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path):
-    """A temporary path next to ``target``, renamed onto it only if the block succeeds."""
+    """A temporary path next to ``target``, renamed onto it only if the block succeeds.
+
+    The file is created like ``open(target, "w")`` would create it (0o666 less the umask), not
+    with mkstemp's 0o600, which would leave every output private to its writer.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         os.replace(tmp, target)
