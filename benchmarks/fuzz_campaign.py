@@ -7,6 +7,8 @@ each case in worker processes with a memory limit (RLIMIT_AS) and a time limit. 
 
   equal    decoded to exactly the pristine file's tensors (e.g. a flip in a coder's padding bits)
   typed    raised an lmgc.errors.LmgcError                          (good)
+  v1 silent  a version-1 file whose header was edited decoded to other tensors: version 1
+           has no check over its header (documented; version 2 closes it)
   untyped  raised anything else                                     (bad)
   silent   decoded without error to different tensors               (bad)
   timeout  took longer than --timeout seconds                       (bad)
@@ -40,12 +42,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "golden"
-OUTCOMES = ("equal", "typed", "untyped", "silent", "timeout", "memory", "crash", "loaded")
-BAD = OUTCOMES[2:]
+OUTCOMES = ("equal", "typed", "v1 silent", "untyped", "silent", "timeout", "memory", "crash", "loaded")
+BAD = OUTCOMES[3:]
 RAW_FAMILIES = ("bit flips", "byte overwrite", "truncation", "trailing bytes", "insert/delete")
 FORGED_FAMILIES = ("frame edit (CRC fixed)", "payload swap", "payload corruption (CRC fixed)",
-                   "header field edit (CRC fixed)", "header sizes (CRC fixed)", "header nesting")  # fmt: skip
-V1_FAMILIES = ("v1 header edit (re-packed)",)
+                   "header field edit (CRC fixed)", "plausible header edit (CRC fixed)",
+                   "header sizes (CRC fixed)", "header nesting")  # fmt: skip
+V1_FAMILIES = ("v1 header edit (re-packed)", "v1 plausible header edit (re-packed)")
 EDGE_INTS = [0, 1, 2, 3, 7, 255, 256, 2**16, 2**31 - 1, 2**31, 2**32, 10**10, 2**63 - 1, 2**64 - 1]
 
 
@@ -93,6 +96,11 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
 # --- mutations ---------------------------------------------------------------------------------
 
 
+def _pick(rng: np.random.Generator, options: list):
+    """One of ``options`` as it is (numpy's choice would turn 2**64 - 1 into a float)."""
+    return options[int(rng.integers(len(options)))]
+
+
 def _random_json(rng: np.random.Generator, depth: int = 0):
     choice = int(rng.integers(9 if depth < 3 else 6))
     if choice == 0:
@@ -100,7 +108,7 @@ def _random_json(rng: np.random.Generator, depth: int = 0):
     if choice == 1:
         return bool(rng.integers(2))
     if choice == 2:
-        return int(rng.choice(EDGE_INTS)) * (-1 if rng.integers(4) == 0 else 1) // (1 if rng.integers(2) else 2)
+        return _pick(rng, EDGE_INTS) * (-1 if rng.integers(4) == 0 else 1) // (1 if rng.integers(2) else 2)
     if choice == 3:
         return float(rng.choice([0.0, -1.0, 1e300, float("inf"), float("nan"), 0.5]))
     if choice in (4, 5):
@@ -136,6 +144,39 @@ def _set(fields: dict, path: tuple, value) -> None:
 _DELETE = object()
 
 
+def _plausible(fields: dict, rng: np.random.Generator) -> None:
+    """Edits that keep the header well-formed, as the issue's 410 silent cases did: only the
+    digest can tell them apart from the truth."""
+    manifest = fields["lossy"]["manifest"] if "lossy" in fields and rng.integers(2) else fields["manifest"]
+    tensor = _pick(rng, manifest["tensors"])
+    same_size = {"float32": "int32", "int32": "float32", "float16": "int16", "int16": "float16",
+                 "uint8": "int8", "int8": "uint8", "float64": "int64", "int64": "float64"}  # fmt: skip
+    edit = int(rng.integers(9))
+    if edit == 0 and tensor["dtype"] in same_size:
+        tensor["dtype"] = same_size[tensor["dtype"]]
+        if tensor["numpy_dtype"] is not None:
+            tensor["numpy_dtype"] = tensor["numpy_dtype"][0] + np.dtype(tensor["dtype"]).str[1:]
+    elif edit == 1:
+        n = int(np.prod(tensor["shape"]))
+        tensor["shape"] = _pick(rng, [[n], [1, n], [n, 1]] + ([[2, n // 2]] if n % 2 == 0 else []))
+    elif edit == 2:
+        tensor.update(kind="torch", numpy_dtype=None) if tensor["kind"] == "numpy" else tensor.update(
+            kind="numpy", numpy_dtype=None)
+    elif edit == 3:
+        tensor["name"] = tensor["name"] + "x"
+    elif edit == 4:
+        manifest["format"] = _pick(rng, ["pt", "safetensors", "object"])
+    elif edit == 5:
+        manifest["tree"] = {"__tuple__": [manifest["tree"]]}
+    elif edit == 6:
+        order = fields["codec"]["serialization"]
+        fields["codec"]["serialization"] = order[:-2] + ("le" if order.endswith("be") else "be")
+    elif edit == 7 and "lossy" in fields:
+        fields["lossy"]["spec"] = _pick(rng, ["quant:4", "quant:8:block=64", "sign"])
+    else:
+        manifest["metadata"] = {"format": "pt"}
+
+
 def _raw(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     out = bytearray(data)
     at = int(rng.integers(len(out)))
@@ -165,7 +206,7 @@ def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     counts = [c.n_symbols for c in container.chunks]
     chunk = int(rng.integers(len(payloads))) if payloads else 0
     if family == "frame edit (CRC fixed)" and payloads:
-        counts[chunk] = int(rng.choice(EDGE_INTS + [counts[chunk] + 1, max(counts[chunk] - 1, 0)]))
+        counts[chunk] = _pick(rng, EDGE_INTS + [counts[chunk] + 1, max(counts[chunk] - 1, 0)])
         if rng.integers(2):
             payloads[chunk] = payloads[chunk][: int(rng.integers(len(payloads[chunk]) + 1))]
         return forge(data, payloads=payloads, n_symbols=counts)
@@ -182,7 +223,7 @@ def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
         payloads[chunk] = bytes(broken)
         return forge(data, payloads=payloads)
     if family == "header sizes (CRC fixed)":
-        size = int(rng.choice(EDGE_INTS))
+        size = _pick(rng, EDGE_INTS)
         target = int(rng.integers(4))
         if target == 0:
             fields["total_bytes"] = size
@@ -201,9 +242,12 @@ def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
         return forge(data, fields)
     if family == "header nesting":
         value: object = 0
-        for _ in range(int(rng.choice([10, 40, 70, 200]))):
+        for _ in range(_pick(rng, [10, 40, 70, 200])):
             value = [value] if rng.integers(2) else {"__tuple__": value}
         fields["manifest"]["tree"] = value
+        return forge(data, fields)
+    if family == "plausible header edit (CRC fixed)":
+        _plausible(fields, rng)
         return forge(data, fields)
     paths = [p for p in _paths(fields) if p]
     path = paths[int(rng.integers(len(paths)))]
@@ -211,16 +255,18 @@ def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     return forge(data, fields)
 
 
-def _v1_repacked(data: bytes, rng: np.random.Generator) -> bytes:
+def _v1_repacked(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     """A version-1 file with its zlib JSON header edited and every length fixed."""
     length = int.from_bytes(data[10:14], "little")
     fields = json.loads(zlib.decompress(data[14 : 14 + length]))
     rest = data[14 + length :]
-    kind = int(rng.integers(5))
-    if kind == 0:
-        fields["total_bytes"] = int(rng.choice([10**10, 10**400, -5]))
+    kind = -1 if family.startswith("v1 plausible") else int(rng.integers(5))
+    if kind == -1:
+        _plausible(fields, rng)
+    elif kind == 0:
+        fields["total_bytes"] = _pick(rng, [10**10, 10**400, -5])
     elif kind == 1:
-        fields["n_chunks"] = int(rng.choice([0, 2, 10**6]))
+        fields["n_chunks"] = _pick(rng, [0, 2, 10**6])
     elif kind == 2:  # a header that inflates to more than the cap
         text = json.dumps(fields).encode()
         header = zlib.compress(text[:-1] + b" " * (int(rng.integers(1, 4)) << 23) + text[-1:], 9)
@@ -243,7 +289,7 @@ def make_case(index: int, bases: dict) -> tuple[str, str, bytes]:
     if family in RAW_FAMILIES:
         return name, family, _raw(data, family, rng)
     if family in V1_FAMILIES:
-        return name, family, _v1_repacked(data, rng)
+        return name, family, _v1_repacked(data, family, rng)
     return name, family, _forged(data, family, rng)
 
 
@@ -257,7 +303,30 @@ def _same(a, b) -> bool:
             and a.shape == b.shape and a.tobytes() == b.tobytes())  # fmt: skip
 
 
-def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int, max_rss_mb: int) -> None:
+def _cli_outcome(data: bytes, folder: Path) -> str:
+    """``lmgc info`` and ``lmgc decompress`` on the file: each must exit 0 or 1 with one error
+    line; an exception escaping ``main`` would be a traceback for the user."""
+    import contextlib
+    import io
+
+    from lmgc.cli import main
+
+    path = folder / "case.lmgc"
+    path.write_bytes(data)
+    for argv in (["info", str(path)], ["decompress", str(path), "-o", str(folder / "out.npy"), "--force", "-q"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+        lines = err.getvalue().strip().splitlines()
+        if code not in (0, 1) or (code == 1 and (len(lines) != 1 or not lines[0].startswith("lmgc: error:"))):
+            return f"untyped CLI {argv[0]}: exit {code}, {lines[:2]}"
+    return ""
+
+
+def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int, max_rss_mb: int,
+           cli_every: int) -> None:  # fmt: skip
+    import tempfile
+
     from lmgc import api
     from lmgc.errors import LimitExceededError, LmgcError, ModelError
 
@@ -289,7 +358,10 @@ def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int
         detail = ""
         try:
             decoded = api.Decompressor().decompress(data)
-            outcome = "equal" if references[name] is not None and _same(decoded, references[name]) else "silent"
+            if references[name] is not None and _same(decoded, references[name]):
+                outcome = "equal"
+            else:
+                outcome = "v1 silent" if family in V1_FAMILIES else "silent"
         except CaseTimeout:
             outcome = "timeout"
         except LimitExceededError as exc:
@@ -302,6 +374,19 @@ def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int
             outcome, detail = "untyped", f"{type(exc).__name__}: {exc}"[:200]
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        if cli_every and index % cli_every == 0 and outcome != "timeout":
+            signal.setitimer(signal.ITIMER_REAL, 2 * timeout)
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    problem = _cli_outcome(data, Path(folder))
+            except CaseTimeout:
+                problem = "timeout in the CLI"
+            except Exception as exc:  # noqa: BLE001 - a traceback the user would see
+                problem = f"CLI traceback: {type(exc).__name__}: {exc}"[:200]
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if problem:
+                outcome, detail = ("timeout" if "timeout" in problem else "untyped"), problem
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
         if outcome in ("typed", "equal") and rss_after > max(rss_before, max_rss_mb):
             outcome, detail = "memory", f"peak RSS {rss_after} MB"
@@ -311,7 +396,8 @@ def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int
     results.put((None, None, None, "done", ""))
 
 
-def run(cases: int, workers: int, timeout: float, memory_mb: int, max_rss_mb: int) -> list[tuple]:
+def run(cases: int, workers: int, timeout: float, memory_mb: int, max_rss_mb: int,
+        cli_every: int) -> list[tuple]:  # fmt: skip
     """Runs every case; a worker that dies or stalls is replaced and its case counted."""
     results: mp.Queue = mp.Queue()
     pending = [list(range(w, cases, workers)) for w in range(workers)]
@@ -319,7 +405,8 @@ def run(cases: int, workers: int, timeout: float, memory_mb: int, max_rss_mb: in
     procs: dict[int, tuple[mp.Process, float]] = {}
 
     def start(slot: int) -> None:
-        proc = mp.Process(target=worker, args=(pending[slot], results, timeout, memory_mb, max_rss_mb))
+        proc = mp.Process(target=worker, args=(pending[slot], results, timeout, memory_mb, max_rss_mb,
+                                               cli_every))  # fmt: skip
         proc.start()
         procs[slot] = (proc, time.monotonic())
 
@@ -381,15 +468,17 @@ def table(rows: list[tuple], key: int, title: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=12_000)
+    parser.add_argument("--cases", type=int, default=30_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case")
     parser.add_argument("--memory-mb", type=int, default=6144, help="RLIMIT_AS per worker")
     parser.add_argument("--max-rss-mb", type=int, default=1536, help="peak RSS that counts as a memory bomb")
+    parser.add_argument("--cli-every", type=int, default=10,
+                        help="also run `lmgc info` and `lmgc decompress` on every Nth case (0: never)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz_campaign")
     args = parser.parse_args()
     start = time.monotonic()
-    rows = run(args.cases, args.workers, args.timeout, args.memory_mb, args.max_rss_mb)
+    rows = run(args.cases, args.workers, args.timeout, args.memory_mb, args.max_rss_mb, args.cli_every)
     seconds = time.monotonic() - start
     bad = [row for row in rows if row[3] in BAD]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -400,7 +489,10 @@ def main() -> int:
         f"{len(rows):,} cases in {seconds:.0f} s on {args.workers} worker processes "
         f"({platform.machine()}, {mp.cpu_count()} CPUs), {datetime.now(timezone.utc):%Y-%m-%d}, "
         f"commit {commit}; per case: {args.timeout:.0f} s, RLIMIT_AS {args.memory_mb} MB, "
-        f"peak RSS above {args.max_rss_mb} MB counts as memory. Bad columns: {', '.join(BAD)}.",
+        f"peak RSS above {args.max_rss_mb} MB counts as memory; every {args.cli_every}th case also "
+        "through `lmgc info` and `lmgc decompress` (an exception escaping the CLI counts as untyped). "
+        f"Bad columns: {', '.join(BAD)}. `v1 silent`: version-1 files have no check over their "
+        "header (stated by `lmgc info`); version 2 closes that.",
         "",
         *table(rows, 2, "mutation family"),
         "",
