@@ -130,6 +130,7 @@ def test_swapped_frames_are_refused():
         (lambda h: h["manifest"]["tensors"][0].update(shape=[2, 4]), "add up"),
         (lambda h: h["manifest"]["tensors"][0].update(kind="torch", numpy_dtype="|u1"), "numpy dtype"),
         (lambda h: h["manifest"]["tensors"][0].update(numpy_dtype="O"), "numpy dtype"),
+        (lambda h: h["manifest"]["tensors"][0].update(numpy_dtype={"unhashable": []}), "numpy dtype"),
         (lambda h: h["manifest"].update(tree=5), "exactly once"),
         (lambda h: h["manifest"].update(tree={"__tensor__": 3}), "tensor index"),
         (lambda h: h["manifest"].update(format="exe"), "format"),

@@ -483,7 +483,8 @@ def _bundle_from_stream(stream: bytes, container: Container, serialization: Seri
 def read_container_info(data: bytes) -> dict:
     """Header, integrity and chunk statistics of a container, without decoding it (no size limit:
     nothing is allocated in proportion to what the file claims)."""
-    container = unpack(bytes(data), max_output_bytes=None)
+    with _typed_errors():
+        container = unpack(bytes(data), max_output_bytes=None)
     payload = sum(c.payload_length for c in container.chunks)
     return {
         "format_version": container.version,

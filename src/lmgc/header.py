@@ -300,9 +300,9 @@ def _check_tensor(t, what: str) -> None:
         if dtype == "bfloat16":
             raise _fail(f"{what}: numpy has no bfloat16", dtype)
         base = np.dtype(dtype)
-        allowed = {None, base.newbyteorder("<").str, base.newbyteorder(">").str}
-        if numpy_dtype not in allowed:
-            raise _fail(f"{what}: numpy dtype must be one of {sorted(map(str, allowed))}", numpy_dtype)
+        allowed = [None, base.newbyteorder("<").str, base.newbyteorder(">").str]
+        if numpy_dtype not in allowed:  # a list: the value may be any (unhashable) JSON
+            raise _fail(f"{what}: numpy dtype must be one of {allowed}", numpy_dtype)
 
 
 def _check_tree(node, n_tensors: int, seen: list[int], depth: int, what: str) -> None:
