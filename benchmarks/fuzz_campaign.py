@@ -327,7 +327,7 @@ def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int
            cli_every: int) -> None:  # fmt: skip
     import tempfile
 
-    from lmgc import api
+    from lmgc import api, decoder
     from lmgc.errors import LimitExceededError, LmgcError, ModelError
 
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
@@ -337,7 +337,7 @@ def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int
         loads.append(spec)
         raise ModelError(f"stand-in loader refused {spec}")
 
-    api.load_model = stand_in_loader
+    decoder.load_model = stand_in_loader
     bases = build_bases()
     references = {}
     for name, (data, _) in bases.items():

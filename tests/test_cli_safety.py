@@ -22,14 +22,20 @@ import pytest
 import torch
 
 import lmgc.api
+import lmgc.files
 import lmgc.tensors
 from lmgc.cli import main
-from lmgc.errors import CorruptDataError, InputError, OutputError, OutputExistsError, UnsafePickleError
+from lmgc.errors import (
+    CorruptDataError,
+    InputError,
+    OutputError,
+    OutputExistsError,
+    UnsafePickleError,
+)
+from lmgc.files import atomic_path, check_output_path
 from lmgc.tensors import (
-    atomic_path,
     bundle_objects,
     check_output_format,
-    check_output_path,
     read_tensors,
     write_tensors,
 )
@@ -290,7 +296,7 @@ def test_os_and_memory_errors_are_one_line(grad, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
         yield
 
-    monkeypatch.setattr(lmgc.tensors, "atomic_path", full_disk)
+    monkeypatch.setattr(lmgc.files, "atomic_path", full_disk)
     assert "No space left on device" in _error(capsys, "compress", str(grad), *CONTEXT)
 
     def exhausted(*args, **kwargs):

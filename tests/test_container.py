@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from lmgc import wire
 from lmgc.container import FORMAT_VERSION, MAGIC, ContainerWriter, pack, unpack
-from lmgc.errors import CorruptDataError, LimitExceededError, NotAnLmgcFileError, UnsupportedVersionError
+from lmgc.errors import (
+    CorruptDataError,
+    LimitExceededError,
+    NotAnLmgcFileError,
+    UnsupportedVersionError,
+)
 from lmgc.header import check
 from lmgc.testing import forge
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lmgc
-from lmgc import api
+from lmgc import api, decoder
 from lmgc.container import unpack
 from lmgc.errors import (
     CorruptDataError,
@@ -143,7 +143,7 @@ def loads(monkeypatch) -> list:
         calls.append(spec)
         raise ModelError(f"stand-in loader: {spec}")
 
-    monkeypatch.setattr(api, "load_model", load_model)
+    monkeypatch.setattr(decoder, "load_model", load_model)
     return calls
 
 

@@ -59,7 +59,8 @@ def _human(n: float) -> str:
 
 def _cmd_compress(args) -> int:
     from .api import Compressor, Decompressor
-    from .tensors import atomic_path, check_output_path, read_tensors
+    from .files import atomic_path, check_output_path
+    from .tensors import read_tensors
 
     Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
     pipeline = parse_lossy(args.lossy) if args.lossy else None
@@ -115,7 +116,8 @@ def _cmd_decompress(args) -> int:
 
 def _cmd_info(args) -> int:
     from .api import read_container_info
-    from .tensors import TensorBundle, read_input_bytes
+    from .files import read_input_bytes
+    from .tensors import TensorBundle
 
     path = Path(args.input)
     info = read_container_info(read_input_bytes(path))

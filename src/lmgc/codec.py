@@ -11,6 +11,7 @@ are needed.)
 
 from __future__ import annotations
 
+import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -22,7 +23,9 @@ from .coder import ChunkDecoder, ChunkEncoder
 from .errors import SerializationError
 from .prior import PriorStream
 
-__all__ = ["EncodedChunk", "split_chunks", "encode_symbols", "decode_symbols", "crc32", "RateMeter"]
+__all__ = [
+    "EncodedChunk", "split_chunks", "encode_symbols", "decode_symbols", "crc32", "RateMeter", "progress_bar",
+]  # fmt: skip
 
 _FILL_SYMBOL = 0
 
@@ -110,6 +113,14 @@ def decode_symbols(
             inputs = _next_inputs(decoded, t)
         out += decoded
     return out
+
+
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "sym"):
+    """A tqdm bar on stderr (results go to stdout); disabled, it costs nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)  # fmt: skip
 
 
 class RateMeter:

@@ -37,7 +37,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from . import header as header_schema
-from .errors import CorruptDataError, LimitExceededError, NotAnLmgcFileError, UnsupportedVersionError
+from .errors import (
+    CorruptDataError,
+    LimitExceededError,
+    NotAnLmgcFileError,
+    UnsupportedVersionError,
+)
 from .header import DEFAULT_MAX_OUTPUT_BYTES, MAX_HEADER_BYTES, Header
 from .wire import Reader, leb128
 

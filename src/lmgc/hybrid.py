@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .context import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
+from .context import N_STRUCTURED, NONE, CountTable, kind_context
 from .mixer import GeometricMixer
 from .prior import NibblePrior
 
