@@ -25,6 +25,7 @@ from lmgc.hybrid import HybridPrior
 from lmgc.mixer import GeometricMixer
 from lmgc.prior import nibbles, pack_nibbles
 from lmgc.testing import forge
+from lmgc.wire import leb128
 
 
 def _be(data: bytes, itemsize: int = 4) -> bytes:
@@ -97,6 +98,14 @@ def test_api_round_trip_records_the_choice(gradient_bundle):
     assert set(info["header"]["environment"]) == {"constriction"}
     decoded = Decompressor().decompress_bundle(blob)
     assert [t.data for t in decoded.tensors] == [t.data for t in gradient_bundle.tensors]
+
+
+def test_one_tensor_file_fixed_overhead_is_at_most_128_bytes(gradient_bytes):
+    x = np.frombuffer(gradient_bytes[:2048], "<f4")
+    blob = Compressor(prior="context").compress(x)
+    (chunk,) = read_container_info(blob)["chunks"]
+    frame = chunk["payload_bytes"] + len(leb128(chunk["payload_bytes"])) + len(leb128(chunk["symbols"])) + 4
+    assert len(blob) - frame <= 128
 
 
 def test_api_many_chunks(gradient_bytes):

@@ -15,6 +15,7 @@ import lmgc
 from lmgc.container import unpack
 from lmgc.errors import CorruptDataError, EnvironmentMismatchError, ModelMismatchError, SerializationError
 from lmgc.testing import forge
+from lmgc.wire import leb128
 
 TINY = dict(chunk_bytes=16, batch_size=2)
 VARIANTS = [
@@ -225,3 +226,14 @@ def test_hybrid_refuses_a_different_model(gradient_sample, smollm2):
 def test_nibble_mode_needs_hex(smollm2):
     with pytest.raises(SerializationError, match="nibble mode needs a hex serialization"):
         lmgc.Compressor(prior="nibble", serialization="iso")
+
+
+@pytest.mark.parametrize("prior", ["llm", "hybrid"])
+def test_llm_file_fixed_overhead_is_at_most_256_bytes(prior, gradient_sample, smollm2):
+    """Everything but the per-chunk frames: header (model hashes, environment, manifest), its
+    CRC and the digest."""
+    blob = lmgc.compress(gradient_sample[:8], prior=prior, chunk_bytes=16, batch_size=2)
+    chunks = lmgc.read_container_info(blob)["chunks"]
+    frames = sum(c["payload_bytes"] + len(leb128(c["payload_bytes"])) + len(leb128(c["symbols"])) + 4
+                 for c in chunks)  # fmt: skip
+    assert len(blob) - frames <= 256
