@@ -121,16 +121,6 @@ def _random_json(rng: np.random.Generator, depth: int = 0):
     return {"__tensor__": int(rng.integers(-1, 3))}
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
 def _set(fields: dict, path: tuple, value) -> None:
     parent = fields
     for key in path[:-1]:
@@ -198,7 +188,7 @@ def _raw(data: bytes, family: str, rng: np.random.Generator) -> bytes:
 
 def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     from lmgc.container import unpack
-    from lmgc.testing import forge
+    from lmgc.testing import field_paths, forge
 
     container = unpack(data, max_output_bytes=None)
     fields = copy.deepcopy(container.header.fields)
@@ -249,7 +239,7 @@ def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     if family == "plausible header edit (CRC fixed)":
         _plausible(fields, rng)
         return forge(data, fields)
-    paths = [p for p in _paths(fields) if p]
+    paths = [p for p in field_paths(fields) if p]
     path = paths[int(rng.integers(len(paths)))]
     _set(fields, path, _DELETE if rng.integers(4) == 0 else _random_json(rng))
     return forge(data, fields)
@@ -257,6 +247,8 @@ def _forged(data: bytes, family: str, rng: np.random.Generator) -> bytes:
 
 def _v1_repacked(data: bytes, family: str, rng: np.random.Generator) -> bytes:
     """A version-1 file with its zlib JSON header edited and every length fixed."""
+    from lmgc.testing import field_paths
+
     length = int.from_bytes(data[10:14], "little")
     fields = json.loads(zlib.decompress(data[14 : 14 + length]))
     rest = data[14 + length :]
@@ -272,7 +264,7 @@ def _v1_repacked(data: bytes, family: str, rng: np.random.Generator) -> bytes:
         header = zlib.compress(text[:-1] + b" " * (int(rng.integers(1, 4)) << 23) + text[-1:], 9)
         return data[:10] + len(header).to_bytes(4, "little") + header + rest
     else:
-        paths = [p for p in _paths(fields) if p]
+        paths = [p for p in field_paths(fields) if p]
         _set(fields, paths[int(rng.integers(len(paths)))],
              _DELETE if kind == 3 else _random_json(rng))  # fmt: skip
     header = zlib.compress(json.dumps(fields).encode(), 9)

@@ -26,7 +26,7 @@ from lmgc.errors import (
     ModelError,
     UntrustedModelError,
 )
-from lmgc.testing import forge
+from lmgc.testing import field_paths, forge
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 FUZZ = settings(max_examples=int(os.environ.get("LMGC_FUZZ_EXAMPLES", "150")), deadline=None,
@@ -239,21 +239,11 @@ json_values = st.recursive(
 )  # fmt: skip
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
 @FUZZ
 @given(st.data())
 def test_fuzz_header_fields_repacked_with_valid_crcs(blob, sample, data):
     fields = copy.deepcopy(unpack(blob).header.fields)
-    paths = [p for p in _paths(fields) if p]
+    paths = [p for p in field_paths(fields) if p]
     path = data.draw(st.sampled_from(paths))
     parent = fields
     for key in path[:-1]:

@@ -14,7 +14,7 @@ from . import header as header_schema
 from .container import _U32, _VERSION, FORMAT_VERSION, MAGIC, _frame_crc, unpack
 from .wire import leb128
 
-__all__ = ["forge"]
+__all__ = ["forge", "field_paths"]
 
 
 def forge(data: bytes, fields=None, payloads=None, n_symbols=None, digest: bytes | None = None) -> bytes:
@@ -32,3 +32,15 @@ def forge(data: bytes, fields=None, payloads=None, n_symbols=None, digest: bytes
         frame = leb128(len(payload)) + leb128(count)
         out += frame + _U32.pack(_frame_crc(head_crc, index, frame, payload)) + payload
     return bytes(out + (container.digest if digest is None else digest))
+
+
+def field_paths(value, prefix: tuple = ()):
+    """Every path of keys and indices into a JSON-like value (the value itself first), to pick
+    a header field to edit."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from field_paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from field_paths(item, (*prefix, index))
