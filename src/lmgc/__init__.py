@@ -19,6 +19,8 @@ from .api import (
     decompress_file,
     read_container_info,
 )
+from .errors import *  # noqa: F403 - every error class is part of the public API
+from .errors import __all__ as _errors
 from .serialize import DEFAULT_SERIALIZATION, Serialization
 
 try:
@@ -39,4 +41,5 @@ __all__ = [
     "decompress_file",
     "read_container_info",
     "__version__",
+    *_errors,
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__, bench, experiments
 from .collect import cli as collect_cli
-from .errors import InputError, LmgcError
+from .errors import InputError, LmgcError, VerificationError
 from .header import DEFAULT_MAX_OUTPUT_BYTES
 from .lossy import error_report, parse_lossy
 from .serialize import Serialization
@@ -80,7 +80,7 @@ def _cmd_compress(args) -> int:
     if args.verify:
         decoded = Decompressor(progress=not args.quiet).decompress_bundle(data)
         if [t.data for t in decoded.tensors] != [t.data for t in expected.tensors]:
-            raise LmgcError(f"verification failed: the result does not decode to {args.input}")
+            raise VerificationError(f"verification failed: the result does not decode to {args.input}")
     check_output_path(out, force=args.force, inputs=[args.input])  # again: coding can take hours
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
@@ -104,7 +104,7 @@ def _cmd_decompress(args) -> int:
     elif src.suffix == ".lmgc":
         out = src.with_suffix("")
     else:
-        raise LmgcError(f"cannot derive an output name from {src}; give -o/--output")
+        raise InputError(f"cannot derive an output name from {src}; give -o/--output")
     decompressor = Decompressor(
         args.model, allow_environment_mismatch=args.allow_env_mismatch, progress=not args.quiet,
         max_output_bytes=args.max_output_bytes or None,
@@ -219,7 +219,7 @@ def _cmd_demo(args) -> int:
     decode_s = time.perf_counter() - start
     context_blob = Compressor(prior="context").compress(sample)
     if back.tobytes() != sample.tobytes() or Decompressor().decompress(context_blob).tobytes() != sample.tobytes():
-        raise LmgcError("demo: decoded bytes differ from the original")
+        raise VerificationError("demo: decoded bytes differ from the original")
     raw = sample.tobytes()
     payload = read_container_info(blob)["payload_bytes"]
     rows = [

@@ -7,9 +7,12 @@ __all__ = [
     "InputError",
     "UnsupportedDtypeError",
     "UnsafePickleError",
+    "LossySpecError",
+    "DatasetNotFoundError",
     "OutputExistsError",
     "OutputError",
     "SerializationError",
+    "VerificationError",
     "FormatError",
     "NotAnLmgcFileError",
     "UnsupportedVersionError",
@@ -38,6 +41,14 @@ class UnsafePickleError(InputError):
     """A .pt/.pth file holds objects other than tensors (refused: loading them could run code)."""
 
 
+class LossySpecError(InputError):
+    """A ``--lossy`` spec cannot be parsed; the message names the bad part and the valid forms."""
+
+
+class DatasetNotFoundError(InputError):
+    """The files of a dataset are not where lmgc looked; the message says how to get them."""
+
+
 class OutputExistsError(LmgcError):
     """The output path exists and overwriting was not requested."""
 
@@ -48,6 +59,11 @@ class OutputError(LmgcError):
 
 class SerializationError(LmgcError):
     """Bytes cannot be turned into text (or back) with the chosen serialization and model."""
+
+
+class VerificationError(LmgcError):
+    """A freshly written container does not decode to its input (``--verify``): an lmgc bug or a
+    numerically unstable setup; nothing was written."""
 
 
 class FormatError(LmgcError):

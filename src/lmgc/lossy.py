@@ -54,7 +54,7 @@ from typing import Union
 
 import numpy as np
 
-from .errors import CorruptDataError, FormatError, InputError
+from .errors import CorruptDataError, FormatError, InputError, LossySpecError
 from .tensors import ITEMSIZE, TensorBundle, TensorRecord
 
 __all__ = [
@@ -83,10 +83,6 @@ VALID_FORMS = (
     "randk:P%[:seed=S] or randk:K[:seed=S] (0 < P <= 100, K >= 1); join stages with '+', "
     "sparsification first and quantization last, e.g. topk:1%+quant:8; or 'none'"
 )
-
-
-class LossySpecError(InputError):
-    """A ``--lossy`` spec cannot be parsed; the message names the bad part and the valid forms."""
 
 
 # --- stages ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmgc.errors import InputError, UnsafePickleError
+from lmgc.errors import DatasetNotFoundError, InputError, UnsafePickleError
 
 __all__ = [
     "DATASET_NAMES",
@@ -46,10 +46,6 @@ DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "tinyimagenet", "synthetic
 SYNTHETIC_LIKE = ("mnist", "cifar10")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 TINYIMAGENET_SIZE = 32  # TinyImageNet's 64x64 images are resized to CIFAR size, as in the paper.
-
-
-class DatasetNotFoundError(InputError):
-    """The files of a dataset are not where lmgc looked; the message says how to get them."""
 
 
 @dataclass(frozen=True)
