@@ -325,7 +325,7 @@ def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     loads: list[str] = []
 
-    def stand_in_loader(spec, dtype="float32", device="cpu"):
+    def stand_in_loader(spec, dtype="float32", device="cpu", announce=False):
         loads.append(spec)
         raise ModelError(f"stand-in loader refused {spec}")
 

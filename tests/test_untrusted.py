@@ -139,7 +139,7 @@ def loads(monkeypatch) -> list:
     """A stand-in for load_model that records each call and stops there."""
     calls = []
 
-    def load_model(spec, dtype="float32", device="cpu"):
+    def load_model(spec, dtype="float32", device="cpu", announce=False):
         calls.append(spec)
         raise ModelError(f"stand-in loader: {spec}")
 

@@ -163,7 +163,7 @@ class Compressor:
         if prior == "context":  # a fresh ContextPrior fits each input (see _encode_context)
             self.lm = self.prior = None
         else:
-            self.lm = load_model(model, dtype=dtype, device=device)
+            self.lm = load_model(model, dtype=dtype, device=device, announce=progress)
             self.prior = _build_llm_prior(prior, self.lm, self.serialization, threads or _default_threads())
         self.progress = progress
 

@@ -86,7 +86,7 @@ class Decompressor:
         llm = recorded["llm"] if recorded["kind"] == HybridPrior.kind else recorded
         spec = self._model_spec(llm["model"])
         check_environment(header.environment, environment(llm["device"]), self.allow_environment_mismatch)
-        lm = load_model(spec, dtype=llm["dtype"], device=llm["device"])
+        lm = load_model(spec, dtype=llm["dtype"], device=llm["device"], announce=self.progress)
         base = _LLM_KINDS[llm["kind"]](lm, serialization, llm["threads"])
         identity = base.identity() | base.derived_identity()
         for key in ("weights_sha256", "tokenizer_sha256", *base.derived_identity()):

@@ -14,10 +14,14 @@ same file computes with the same float weights; :meth:`LanguageModel.weights_sha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,8 +128,12 @@ def _from_pretrained_args(spec: str) -> tuple[str, dict]:
     return spec, {}
 
 
-def load_model(spec: str | None = None, dtype: str = "float32", device: str = "cpu") -> LanguageModel:
+def load_model(spec: str | None = None, dtype: str = "float32", device: str = "cpu",
+               announce: bool = False) -> LanguageModel:  # fmt: skip
     """Load (once per process) a causal LM and its tokenizer in eval mode.
+
+    transformers' own progress bars (GGUF de-quantization, weight loading) never show: with
+    ``announce`` one line on stderr says what was loaded and how long it took.
 
     Raises:
         ModelError: the spec names nothing loadable, or loading failed (message says why).
@@ -142,15 +150,18 @@ def load_model(spec: str | None = None, dtype: str = "float32", device: str = "c
 
     transformers.logging.set_verbosity_error()
     source, kwargs = _from_pretrained_args(spec)
+    start = time.perf_counter()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dtype), **kwargs
-        )
+        with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's tqdm ignores settings
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs)
         model.to(device)
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
         raise ModelError(f"cannot load model {spec!r}: {exc}") from None
     model.eval()
+    if announce:
+        print(f"model: {spec} ({dtype} on {device}) loaded in {time.perf_counter() - start:.1f} s",
+              file=sys.stderr)  # fmt: skip
     lm = LanguageModel(spec=spec, model=model, tokenizer=tokenizer, dtype=dtype, device=device)
     _CACHE[key] = lm
     return lm
