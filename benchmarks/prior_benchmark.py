@@ -78,8 +78,8 @@ def payload_probe(codec):
 
 
 def run(window_bytes: int, windows: int, seed: int, chunk_bytes: int, batch: int) -> dict:
-    from lmgc.baselines import LmgcCodec
-    from lmgc.bench import run_bench
+    from lmgc.eval.bench import run_bench
+    from lmgc.eval.lmgc_codec import LmgcCodec
 
     context = payload_probe(LmgcCodec(SERIALIZATION, prior="context"))
     report = {"files": {}}

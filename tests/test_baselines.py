@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmgc import baselines
-from lmgc.baselines import CODECS, BaselineCodec, get_codec, png_shape, register_codec
-from lmgc.bench import load_file_bytes, run_bench
 from lmgc.errors import InputError, LmgcError
+from lmgc.eval import baselines
+from lmgc.eval.baselines import CODECS, BaselineCodec, get_codec, png_shape, register_codec
+from lmgc.eval.bench import run_bench
+from lmgc.eval.inputs import load_file_bytes
 
 DATA_DIR = Path(__file__).parent / "data"
 MAX_GRADIENT_BYTES = 64 * 1024  # keeps the whole test file well under a minute

@@ -1,20 +1,22 @@
-"""Benchmark harness: protocols, sampling, failure reporting, loaders, outputs and the CLI."""
+"""Benchmark harness (lmgc.eval.bench, bench_report): protocols, sampling, failures, outputs, CLI."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-import torch
 
-from lmgc import baselines, bench
-from lmgc.baselines import BaselineCodec
-from lmgc.bench import (FileBytes, format_markdown, load_file_bytes, register, run_bench,
-                        sample_windows)
-from lmgc.errors import InputError, UnsafePickleError
+from lmgc.cli import main
+from lmgc.errors import InputError
+from lmgc.eval import baselines, bench
+from lmgc.eval.baselines import BaselineCodec
+from lmgc.eval.bench import run_bench
+from lmgc.eval.bench_report import format_markdown
+from lmgc.eval.inputs import FileBytes
 from test_baselines import real_gradients  # noqa: F401  (shared session fixture)
 
 GZIP_HEADER_AND_TRAILER = 18
@@ -23,13 +25,6 @@ GZIP_HEADER_AND_TRAILER = 18
 @pytest.fixture()
 def grads(real_gradients) -> FileBytes:  # noqa: F811
     return FileBytes("grads.bin", real_gradients["float32"], "float32")
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lmgc")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_chunked_protocol_counts_every_chunk_header(grads) -> None:
@@ -84,20 +79,6 @@ def test_codec_that_does_not_take_the_dtype_is_not_applicable(real_gradients) ->
     assert result.status == "n/a" and "float16" in result.message
 
 
-def test_sample_windows_are_seeded_aligned_and_disjoint() -> None:
-    spans = sample_windows(100_003 * 4, 4, 1000, 8, seed=3)
-    assert spans == sample_windows(100_003 * 4, 4, 1000, 8, seed=3)
-    assert spans != sample_windows(100_003 * 4, 4, 1000, 8, seed=4)
-    assert len(spans) == 8
-    assert all(start % 4 == 0 and end - start == 1000 for start, end in spans)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
-    assert spans[-1][1] <= 100_003 * 4
-    assert sample_windows(400, 4, 1000, 8, seed=0) == [(0, 400)]  # shorter than a window
-    assert sample_windows(400, 4, 1002, 8, seed=0) == [(0, 400)]
-    with pytest.raises(InputError):
-        sample_windows(400, 4, 3, 8, seed=0)
-
-
 def test_sampled_run_reports_mean_with_confidence_interval(grads) -> None:
     results = run_bench([grads], codecs=["gzip", "zstd-3"], protocols=["whole", "chunked"],
                         sample_bytes=4096, seed=1, windows=5)
@@ -122,56 +103,13 @@ def test_unknown_protocol_is_a_typed_error(grads) -> None:
         run_bench([grads], codecs=["gzip"], protocols=["stream"])
 
 
-def _state_dict(data: bytes) -> dict[str, torch.Tensor]:
-    values = torch.from_numpy(np.frombuffer(data, "<f4").copy())
-    return {"layer.weight": values[:1000].reshape(10, 100), "layer.bias": values[1000:1010],
-            "head.weight": values[1010:1510]}
-
-
-def test_loaders_flatten_tensors_in_stored_order(grads, tmp_path) -> None:
-    state = _state_dict(grads.data)
-    expected = b"".join(t.numpy().tobytes() for t in state.values())
-    torch.save({"state_dict": state, "batch_step": 400}, tmp_path / "g.pt")  # LM-GC's layout
-    np.save(tmp_path / "g.npy", np.frombuffer(expected, "<f4"))
-    (tmp_path / "g.bin").write_bytes(expected)
-    from safetensors.torch import save_file
-
-    save_file(state, str(tmp_path / "g.safetensors"))
-    for name in ("g.pt", "g.npy"):
-        assert load_file_bytes(tmp_path / name).data == expected
-    loaded = load_file_bytes(tmp_path / "g.safetensors")
-    assert (loaded.dtype_name, sorted(loaded.data)) == ("float32", sorted(expected))
-    assert load_file_bytes(tmp_path / "g.bin", "float32").dtype == np.dtype("<f4")
-    bf16 = {"w": state["layer.weight"].to(torch.bfloat16)}
-    save_file(bf16, str(tmp_path / "b.safetensors"))
-    loaded = load_file_bytes(tmp_path / "b.safetensors")
-    assert loaded.dtype_name == "bfloat16" and loaded.dtype == np.dtype("<u2")
-    assert loaded.data == bf16["w"].view(torch.int16).numpy().tobytes()
-
-
-def test_loader_errors_are_typed(tmp_path) -> None:
-    (tmp_path / "raw.bin").write_bytes(b"\0" * 10)
-    with pytest.raises(InputError, match="needs --dtype"):
-        load_file_bytes(tmp_path / "raw.bin")
-    with pytest.raises(InputError, match="not a whole number of float32"):
-        load_file_bytes(tmp_path / "raw.bin", "float32")
-    with pytest.raises(InputError, match="no such file"):
-        load_file_bytes(tmp_path / "missing.pt")
-    torch.save({"model": argparse.Namespace(a=1)}, tmp_path / "unsafe.pt")
-    with pytest.raises(UnsafePickleError):
-        load_file_bytes(tmp_path / "unsafe.pt")
-    (tmp_path / "bad.safetensors").write_bytes(b"\x05")
-    with pytest.raises(InputError, match="cannot read .*bad.safetensors"):
-        load_file_bytes(tmp_path / "bad.safetensors")
-
-
 def test_cli_prints_and_saves_table_csv_json_chart(grads, tmp_path, capsys) -> None:
     path = tmp_path / "g.npy"
     np.save(path, np.frombuffer(grads.data, "<f4"))
     out = tmp_path / "out"
     argv = ["bench", str(path), "--codecs", "gzip,fpzip", "--protocol", "whole,chunked",
             "--out", str(out), "--no-progress"]
-    assert _cli(argv) == 0
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"| {tmp_path.name}/g.npy | float32 | chunked | fpzip |" in printed
     assert (out / "bench.md").read_text(encoding="utf-8") == printed
@@ -179,17 +117,26 @@ def test_cli_prints_and_saves_table_csv_json_chart(grads, tmp_path, capsys) -> N
     saved = json.loads((out / "bench.json").read_text())
     assert saved["meta"]["protocols"] == ["whole", "chunked"] and len(saved["results"]) == 4
     assert (out / "rates.png").read_bytes().startswith(b"\x89PNG")
-    assert _cli(argv) == 1  # outputs exist: refused without --force
-    assert "--force" in capsys.readouterr().err
-    assert _cli(argv + ["--force"]) == 0
+    assert main(argv) == 1  # outputs exist: refused without --force
+    err = capsys.readouterr().err
+    assert err.startswith("lmgc: error: ") and "--force" in err and "lmgc bench: error" not in err
+    assert main(argv + ["--force"]) == 0
+
+
+def test_cli_module_starts_without_torch_or_matplotlib() -> None:
+    code = ("import sys, lmgc.eval.cli; "
+            "print([m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
 
 
 def test_cli_bad_codec_name_exits_1_with_message(grads, tmp_path, capsys) -> None:
     path = tmp_path / "g.npy"
     np.save(path, np.frombuffer(grads.data[:4096], "<f4"))
-    assert _cli(["bench", str(path), "--codecs", "gzip,nope", "--out", str(tmp_path / "o")]) == 1
-    assert "unknown codec 'nope'" in capsys.readouterr().err
-    assert _cli(["bench", "--list-codecs"]) == 0
+    assert main(["bench", str(path), "--codecs", "gzip,nope", "--out", str(tmp_path / "o")]) == 1
+    assert "lmgc: error: unknown codec 'nope'" in capsys.readouterr().err
+    assert main(["bench", "--list-codecs"]) == 0
     assert "planes-zstd" in capsys.readouterr().out
 
 
@@ -268,7 +215,7 @@ def test_sampled_lossy_rate_is_extrapolated(grads) -> None:
 
 
 def test_lossy_errors_are_typed(grads) -> None:
-    from lmgc.lossy import LossySpecError
+    from lmgc.errors import LossySpecError
 
     with pytest.raises(LossySpecError, match="'topk:150%'"):
         run_bench([grads], codecs=["gzip"], protocols=["whole"], lossy="topk:150%")
@@ -282,13 +229,13 @@ def test_cli_lossy_table_and_json(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["bench", str(path), "--codecs", "gzip,lzma", "--protocol", "whole", "--lossy",
             "topk:1%+quant:8", "--lossy", "sign", "--out", str(out), "--no-progress"]
-    assert _cli(argv) == 0
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "`topk:1%+quant:8`" in printed and "`sign`" in printed and "max abs error" in printed
     saved = json.loads((out / "bench.json").read_text())
     assert saved["meta"]["lossy"] == ["topk:1%+quant:8", "sign"]
     assert {r["lossy"] for r in saved["results"]} == {"topk:1%+quant:8", "sign"}
     assert all(r["side_info_bytes"] > 0 for r in saved["results"])
-    assert _cli(["bench", str(path), "--lossy", "quant:0", "--out", str(tmp_path / "o")]) == 1
+    assert main(["bench", str(path), "--lossy", "quant:0", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
-    assert "invalid lossy spec 'quant:0'" in err and "valid stages" in err
+    assert "lmgc: error: invalid lossy spec 'quant:0'" in err and "valid stages" in err

@@ -1,4 +1,5 @@
-"""``lmgc experiments``: plans, measurements (classical codecs, a stand-in LLM), report, CLI errors.
+"""``lmgc experiments`` (lmgc.eval.experiments, experiments_report): measurements (classical
+codecs, a stand-in LLM), the report, CLI errors. The plans are in test_plan.py.
 
 The LLM paths run against a stand-in codec that writes real lmgc containers (zlib per chunk) and
 a stand-in ``Compressor.estimate``, so they stay fast; the real SmolLM2 run is marked slow.
@@ -6,7 +7,6 @@ a stand-in ``Compressor.estimate``, so they stay fast; the real SmolLM2 run is m
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import zlib
@@ -15,21 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from lmgc import api, experiments, models
+from lmgc import api, models
 from lmgc.api import Estimate
-from lmgc.bench import load_file_bytes, run_bench, sample_windows
-from lmgc.collect.datasets import DatasetNotFoundError
+from lmgc.cli import main
 from lmgc.container import pack, unpack
 from lmgc.errors import InputError, OutputExistsError, SerializationError
-from lmgc.experiments import (
-    PAPER_SERIALIZATIONS,
-    Run,
-    Sample,
-    build_plan,
-    format_report,
-    register,
-    run_experiments,
-)
+from lmgc.eval import experiments
+from lmgc.eval.bench import run_bench
+from lmgc.eval.experiments import run_experiments
+from lmgc.eval.experiments_report import format_report
+from lmgc.eval.inputs import load_file_bytes, sample_windows
+from lmgc.eval.plan import Plan, Run, Sample, build_plan
 from lmgc.tensors import raw_bundle
 
 TINY_RUNS = (Run("convnet", "synthetic", 8, 2, 1, 16), Run("vit", "synthetic", 16, 2, 1, 16))
@@ -44,7 +40,7 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-def tiny_plan(**changes) -> experiments.Plan:
+def tiny_plan(**changes) -> Plan:
     """Two tiny runs on synthetic data, three classical codecs, one lossy front-end."""
     plan = build_plan(True, arch_dataset="synthetic", llm=False)
     return dataclasses.replace(plan, runs=TINY_RUNS, arch_runs=(MAIN, "vit-synthetic"),
@@ -53,46 +49,7 @@ def tiny_plan(**changes) -> experiments.Plan:
                                **changes)
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lmgc")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-# --- plans ----------------------------------------------------------------------------------
-
-def test_quick_plan_is_the_papers_setup_made_small() -> None:
-    plan = build_plan(True)
-    assert plan.models == ("smollm2-135m",) and plan.serializations == PAPER_SERIALIZATIONS
-    assert plan.arch_runs == ("convnet-mnist", "vgg16-mnist", "resnet18-mnist", "vit-mnist")
-    assert plan.dataset_runs == ("convnet-mnist", "convnet-fashion-mnist")
-    assert plan.main_run == "convnet-mnist" and len(plan.runs) == 5
-    assert plan.sample == Sample(2, 1, 512, 0)
-    assert (plan.kind("table1"), plan.kind("own"), plan.kind("separators")) == (
-        "coded", "coded", "estimate")
-    assert all(r.steps == 61 and r.checkpoints == 4 for r in plan.runs)
-
-
-def test_full_plan_has_the_papers_sizes_and_codes_everything_it_can(tmp_path) -> None:
-    plan = build_plan(False, models=["my-model"], data_dirs={"cifar10": str(tmp_path)})
-    assert plan.models == ("smollm2-135m", "gemma3-270m", "my-model")
-    assert all(r.width is None and r.checkpoints == 10 and r.every == 400 for r in plan.runs)
-    assert plan.dataset_runs == ("convnet-mnist", "convnet-fashion-mnist", "convnet-cifar10")
-    assert plan.sample == Sample(None, 2, 2048, 0)
-    assert plan.kind("archs") == "coded" and plan.kind("group_bytes") == "estimate"
-
-
-@pytest.mark.parametrize(("kwargs", "error", "message"), [
-    ({"window_bytes": 100}, InputError, "multiple of the 512-byte chunk, got 100"),
-    ({"data_dirs": {"imagenet": "."}}, InputError, "unknown dataset 'imagenet'"),
-    ({"data_dirs": {"cifar10": "/no/such/folder"}}, DatasetNotFoundError, "not a folder"),
-    ({"arch_dataset": "svhn"}, InputError, "unknown dataset 'svhn'"),
-])
-def test_bad_plan_arguments_raise_typed_errors(kwargs, error, message) -> None:
-    with pytest.raises(error, match=message):
-        build_plan(True, **kwargs)
-
+# --- lmgc's own modes -------------------------------------------------------------------
 
 def test_own_modes_are_lmgc_codecs_of_each_prior() -> None:
     paper = experiments.own_mode_codec("llm", "smollm2-135m:hex-comma-be", 512, 2)
@@ -160,8 +117,8 @@ def test_refuses_a_non_empty_out_and_leaves_it_alone(tmp_path, capsys) -> None:
     with pytest.raises(OutputExistsError, match="is not empty; choose another folder or pass "
                                                 "--force"):
         run_experiments(tiny_plan(), tmp_path, progress=False)
-    assert _cli(["experiments", "--out", str(tmp_path), "--no-progress"]) == 1
-    assert "lmgc experiments: error: --out" in capsys.readouterr().err
+    assert main(["experiments", "--out", str(tmp_path), "--no-progress"]) == 1
+    assert "lmgc: error: --out" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and kept.read_text() == "mine"
 
 
@@ -178,15 +135,15 @@ def test_out_that_is_a_file_is_refused(tmp_path) -> None:
     (["--data-dir", "cifar10=.", "--data-dir", "cifar10=."], "names a dataset twice"),
 ])
 def test_cli_reports_bad_arguments_in_one_line(tmp_path, capsys, argv, message) -> None:
-    assert _cli(["experiments", "--out", str(tmp_path / "new"), *argv]) == 1
+    assert main(["experiments", "--out", str(tmp_path / "new"), *argv]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("lmgc experiments: error:") and message in err
+    assert err.startswith("lmgc: error:") and message in err
     assert not (tmp_path / "new").exists()
 
 
 def test_cli_rejects_a_data_dir_without_a_name(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
-        _cli(["experiments", "--out", str(tmp_path), "--data-dir", "somewhere"])
+        main(["experiments", "--out", str(tmp_path), "--data-dir", "somewhere"])
     assert "expected DATASET=DIR" in capsys.readouterr().err
 
 

@@ -172,8 +172,9 @@ def test_lossy_front_end_round_trip(gradient_sample, smollm2):
 
 def test_llm_codec_in_the_benchmark(tmp_path, gradient_sample, smollm2):
     """``lmgc bench --lmgc MODE``: the LLM codec is measured like any baseline, verified."""
-    from lmgc.baselines import LmgcCodec
-    from lmgc.bench import format_markdown, run_bench
+    from lmgc.eval.bench import run_bench
+    from lmgc.eval.bench_report import format_markdown
+    from lmgc.eval.lmgc_codec import LmgcCodec
 
     raw = tmp_path / "g.bin"
     raw.write_bytes(gradient_sample[:16].tobytes())

