@@ -9,7 +9,13 @@ import pytest
 
 from lmgc.errors import InputError, LmgcError
 from lmgc.eval import baselines
-from lmgc.eval.baselines import CODECS, BaselineCodec, get_codec, png_shape, register_codec
+from lmgc.eval.baselines import (
+    CODECS,
+    BaselineCodec,
+    get_codec,
+    png_shape,
+    register_codec,
+)
 from lmgc.eval.bench import run_bench
 from lmgc.eval.inputs import load_file_bytes
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_baselines import real_gradients  # noqa: F401  (shared session fixture)
 
 from lmgc.cli import main
 from lmgc.errors import InputError
@@ -17,7 +18,6 @@ from lmgc.eval.baselines import BaselineCodec
 from lmgc.eval.bench import run_bench
 from lmgc.eval.bench_report import format_markdown
 from lmgc.eval.inputs import FileBytes
-from test_baselines import real_gradients  # noqa: F401  (shared session fixture)
 
 GZIP_HEADER_AND_TRAILER = 18
 

@@ -25,14 +25,20 @@ from lmgc.collect import (  # noqa: E402
     DatasetNotFoundError,
     build_model,
     collect_gradients,
+    datasets,  # noqa: E402
     fetch_fashion_mnist,
     fetch_mnist,
     load_dataset,
     load_gradients,
 )
 from lmgc.collect import cli as collect_cli  # noqa: E402
-from lmgc.collect import datasets  # noqa: E402
-from lmgc.collect.datasets import batch_indices, dataset_spec, default_data_dir, find_idx_files, read_idx  # noqa: E402
+from lmgc.collect.datasets import (  # noqa: E402
+    batch_indices,
+    dataset_spec,
+    default_data_dir,
+    find_idx_files,
+    read_idx,
+)
 from lmgc.errors import InputError, OutputExistsError, UnsafePickleError  # noqa: E402
 
 FIXTURE_DIR = ROOT / "tests" / "data" / "gradients"

@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from lmgc.api import Compressor, Decompressor, read_container_info
 from lmgc.codec import decode_symbols, encode_symbols, split_chunks
 from lmgc.container import unpack
-from lmgc.context import KINDS, ContextPrior, choose_kinds, value_digits
 from lmgc.errors import (
     CorruptDataError,
     EnvironmentMismatchError,
     InputError,
     SerializationError,
 )
-from lmgc.hybrid import HybridPrior
-from lmgc.mixer import GeometricMixer
-from lmgc.prior import nibbles, pack_nibbles
+from lmgc.priors.context import KINDS, ContextPrior, choose_kinds, value_digits
+from lmgc.priors.hybrid import HybridPrior
+from lmgc.priors.llm import nibbles, pack_nibbles
+from lmgc.priors.mixer import GeometricMixer
 from lmgc.testing import forge
 from lmgc.wire import leb128
 

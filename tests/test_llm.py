@@ -13,7 +13,12 @@ import pytest
 
 import lmgc
 from lmgc.container import unpack
-from lmgc.errors import CorruptDataError, EnvironmentMismatchError, ModelMismatchError, SerializationError
+from lmgc.errors import (
+    CorruptDataError,
+    EnvironmentMismatchError,
+    ModelMismatchError,
+    SerializationError,
+)
 from lmgc.testing import forge
 from lmgc.wire import leb128
 
@@ -103,7 +108,7 @@ def test_model_mismatch_is_refused(small_blob):
 
 def test_environment_mismatch_is_refused_unless_allowed(small_blob, gradient_sample, monkeypatch):
     here = lmgc.api.environment("cpu") | {"torch": "1.0.0"}
-    monkeypatch.setattr(lmgc.decoder, "environment", lambda device: here)
+    monkeypatch.setattr(lmgc.priors.llm, "environment", lambda device: here)
     with pytest.raises(EnvironmentMismatchError, match="torch: encoded with 2.*, here 1.0.0"):
         lmgc.decompress(small_blob)
     back = lmgc.decompress(small_blob, allow_environment_mismatch=True)

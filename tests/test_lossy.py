@@ -11,8 +11,16 @@ import torch
 
 from lmgc import lossy
 from lmgc.errors import CorruptDataError, FormatError, InputError
-from lmgc.lossy import (LossySpecError, Quantize, RandK, Sign, TopK, error_report, parse_lossy,
-                        side_info_bytes)
+from lmgc.lossy import (
+    LossySpecError,
+    Quantize,
+    RandK,
+    Sign,
+    TopK,
+    error_report,
+    parse_lossy,
+    side_info_bytes,
+)
 from lmgc.lossy.floats import from_float32
 from lmgc.tensors import TensorBundle, bundle_objects
 

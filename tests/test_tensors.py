@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lmgc.errors import InputError, OutputExistsError, UnsafePickleError, UnsupportedDtypeError
+from lmgc.errors import (
+    InputError,
+    OutputExistsError,
+    UnsafePickleError,
+    UnsupportedDtypeError,
+)
 from lmgc.tensors import bundle_objects, read_tensors, write_tensors
 
 SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -3.4e38], dtype=np.float32)

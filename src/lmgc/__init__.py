@@ -1,9 +1,11 @@
 """lmgc: lossless compression of gradients and other float tensors with LLMs as priors.
 
 The pipeline, one module per stage: :mod:`lmgc.tensors` (files and arrays in and out) ->
-:mod:`lmgc.serialize` (bytes as hex/ISO text) -> :mod:`lmgc.prior` (next-symbol probabilities)
--> :mod:`lmgc.coder` (range coding) -> :mod:`lmgc.container` (the ``.lmgc`` format), driven in
-lockstep by :mod:`lmgc.codec` and exposed by :mod:`lmgc.api`.
+:mod:`lmgc.serialize` (bytes as hex/ISO text) -> :mod:`lmgc.priors` (next-symbol probabilities:
+the LLM, context models, their mix; one protocol and a registry) -> :mod:`lmgc.coder` (range
+coding, driven in lockstep by :mod:`lmgc.codec`) -> :mod:`lmgc.container` (the ``.lmgc`` format,
+its header in :mod:`lmgc.header` / :mod:`lmgc.wire`), exposed by :mod:`lmgc.api` (compress) and
+:mod:`lmgc.decoder` (decompress). Evaluation tooling lives in :mod:`lmgc.eval`.
 """
 
 from importlib.metadata import PackageNotFoundError, version

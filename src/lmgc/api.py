@@ -19,18 +19,18 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .codec import RateMeter, encode_symbols, progress_bar, split_chunks
+from .codec import progress_bar, split_chunks
 from .container import pack
-from .context import ContextPrior
 from .decoder import INTEGRITY, Decompressor, read_container_info
-from .environment import context_environment, environment
+from .environment import environment
 from .errors import InputError, SerializationError
 from .files import atomic_path, check_output_path
 from .header import MAX_BATCH, MAX_CHUNK_BYTES
-from .hybrid import HybridPrior
 from .lossy import parse_lossy
 from .models import load_model
-from .prior import LLMPrior, NibblePrior
+from .priors import PRIORS as _PRIOR_CLASSES
+from .priors import ContextPrior, Prior, prior_class
+from .priors.base import SteppedPrior
 from .serialize import DEFAULT_SERIALIZATION, Serialization
 from .tensors import TensorBundle, bundle_objects, raw_bundle, read_tensors
 
@@ -40,12 +40,10 @@ __all__ = [
     "environment", "PRIORS", "INTEGRITY",
 ]  # fmt: skip
 
-DEFAULT_CHUNK_BYTES = 1024
-CONTEXT_CHUNK_BYTES = 8 << 20  # the context prior needs no model context: big chunks learn more
+DEFAULT_CHUNK_BYTES = SteppedPrior.default_chunk_bytes
+CONTEXT_CHUNK_BYTES = ContextPrior.default_chunk_bytes
 DEFAULT_BATCH_SIZE = 16
-#: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: nibble
-#: mode mixed with structural context models; ``context``: the context models alone (fast, no LLM).
-PRIORS = ("llm", "nibble", "hybrid", "context")
+PRIORS = tuple(_PRIOR_CLASSES)  # the user names, see lmgc.priors
 DEFAULT_PRIOR = "llm"
 
 
@@ -119,13 +117,6 @@ class _Prepared:
     chunks: list[bytes]
 
 
-def _build_llm_prior(prior: str, lm, serialization: Serialization, threads: int):
-    if prior == "llm":
-        return LLMPrior(lm, serialization, threads)
-    nibble = NibblePrior(lm, serialization, threads)
-    return nibble if prior == "nibble" else HybridPrior(nibble)
-
-
 class Compressor:
     """Compresses tensors with an LLM or context-model prior; loads the model once for many calls.
 
@@ -147,25 +138,22 @@ class Compressor:
     """
 
     def __init__(
-        self, model: str | None = None, *, prior: str = DEFAULT_PRIOR,
+        self, model: str | None = None, *, prior: str | Prior = DEFAULT_PRIOR,
         serialization: str = DEFAULT_SERIALIZATION, group_bytes: int | None = None,
         chunk_bytes: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None, dtype: str = "float32", device: str = "cpu",
         progress: bool = False, lossy: str | None = None,
     ) -> None:  # fmt: skip
-        if prior not in PRIORS:
-            raise InputError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
+        prior_cls = prior_class(prior) if isinstance(prior, str) else type(prior)
         if chunk_bytes is None:
-            chunk_bytes = CONTEXT_CHUNK_BYTES if prior == "context" else DEFAULT_CHUNK_BYTES
+            chunk_bytes = prior_cls.default_chunk_bytes
         self.config = CodecConfig(serialization, group_bytes, chunk_bytes, batch_size)
         self.lossy = parse_lossy(lossy) if lossy else None
         self.serialization = Serialization.parse(serialization, group_bytes)
-        self.prior_name = prior
-        if prior == "context":  # a fresh ContextPrior fits each input (see _encode_context)
-            self.lm = self.prior = None
-        else:
-            self.lm = load_model(model, dtype=dtype, device=device, announce=progress)
-            self.prior = _build_llm_prior(prior, self.lm, self.serialization, threads or _default_threads())
+        if isinstance(prior, str):  # the model loads only for priors that use one
+            prior = prior_cls.create(self.serialization, threads or _default_threads(),
+                                     lambda: load_model(model, dtype=dtype, device=device, announce=progress))  # fmt: skip
+        self.prior = prior
         self.progress = progress
 
     def _prepare(self, source, dtype) -> _Prepared:
@@ -176,42 +164,22 @@ class Compressor:
         stream = _ordered_stream(bundle, self.serialization)
         return _Prepared(bundle, lossy_info, group, stream, split_chunks(stream, self.config.chunk_bytes))
 
-    def _encode_context(self, prepared: _Prepared) -> tuple[list[bytes], list[int], dict]:
-        prior = ContextPrior()  # chooses its contexts for this input
-        prior.fit(prepared.stream, prepared.group)
-        payloads, counts = [], []
-        with progress_bar(len(prepared.stream), "compress", self.progress, unit="B") as bar:
-            for chunk in prepared.chunks:
-                payload, n_symbols = prior.encode_chunk(chunk, prepared.group)
-                payloads.append(payload)
-                counts.append(n_symbols)
-                bar.update(len(chunk))
-        return payloads, counts, {"prior": prior.identity(), "environment": context_environment()}
-
-    def _encode_stepped(self, prepared: _Prepared) -> tuple[list[bytes], list[int], dict]:
-        symbols = [self.prior.symbols(chunk, prepared.group) for chunk in prepared.chunks]
-        sizes = [len(c) for c in prepared.chunks]
-        with progress_bar(sum(map(len, symbols)), "compress", self.progress) as bar:
-            encoded = encode_symbols(self.prior.stream(prepared.group), symbols, sizes,
-                                     self.config.batch_size, RateMeter(bar))  # fmt: skip
-        fields = {"prior": self.prior.identity(), "environment": environment(self.lm.device),
-                  "ideal_bits": sum(e.ideal_bits for e in encoded)}  # fmt: skip
-        return [e.payload for e in encoded], [e.n_symbols for e in encoded], fields
-
     def compress(self, source, dtype: str | None = None) -> bytes:
         """Compress a path, array, tensor, nested dict/list of them, or raw bytes (with dtype)."""
         prepared = self._prepare(source, dtype)
-        encode = self._encode_context if self.prior_name == "context" else self._encode_stepped
-        payloads, counts, fields = encode(prepared)
+        coded = self.prior.encode(prepared.stream, prepared.chunks, prepared.group,
+                                  self.config.batch_size, self.progress)  # fmt: skip
         header = {
             "total_bytes": len(prepared.stream),
             "codec": asdict(self.config) | {"group_bytes": prepared.group},
-            **fields,
+            "prior": coded.identity,
+            "environment": self.prior.environment(coded.identity),
+            **coded.header_fields,
             "manifest": prepared.bundle.manifest(),
         }
         if prepared.lossy_info is not None:
             header["lossy"] = prepared.lossy_info
-        return pack(header, payloads, counts, (t.data for t in prepared.bundle.tensors))
+        return pack(header, coded.payloads, coded.n_symbols, (t.data for t in prepared.bundle.tensors))
 
     def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False) -> int:
         """Compress ``src`` into ``dst``; returns the compressed size in bytes."""
@@ -230,8 +198,8 @@ class Compressor:
         """
         import numpy as np
 
-        if self.prior_name not in ("llm", "nibble"):
-            raise InputError(f"estimate works with the llm and nibble priors, not {self.prior_name!r}; "
+        if not hasattr(self.prior, "full_forward_probabilities"):
+            raise InputError(f"estimate works with the llm and nibble priors, not {self.prior.name!r}; "
                              "compress instead (the context prior runs at megabytes per second)")  # fmt: skip
         prepared = self._prepare(source, dtype)
         bits, tokens = 0.0, 0

@@ -145,7 +145,7 @@ def _prior_lines(prior: dict, codec: dict) -> list[str]:
     """What ``lmgc info`` says about the recorded prior, whatever its kind."""
     if prior["kind"] == "context":
         return [f"prior:         context models, digit contexts {' '.join(prior['digit_contexts'])}"]
-    from .hybrid import CONTEXT_EXPERTS
+    from .priors.hybrid import CONTEXT_EXPERTS
 
     llm = prior.get("llm", prior)
     mixed = f" mixed with context models {', '.join(CONTEXT_EXPERTS)}" if "llm" in prior else ""

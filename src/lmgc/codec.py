@@ -16,12 +16,15 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .coder import ChunkDecoder, ChunkEncoder
 from .errors import SerializationError
-from .prior import PriorStream
+
+if TYPE_CHECKING:
+    from .priors.base import PriorStream
 
 __all__ = [
     "EncodedChunk", "split_chunks", "encode_symbols", "decode_symbols", "crc32", "RateMeter", "progress_bar",

@@ -11,31 +11,25 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .codec import RateMeter, crc32, decode_symbols, progress_bar
+from .codec import crc32
 from .container import Container, unpack
-from .context import ContextPrior
-from .environment import check_environment, context_environment, environment
+from .environment import check_environment
 from .errors import (
     CorruptDataError,
     LimitExceededError,
     LmgcError,
-    ModelMismatchError,
     SerializationError,
     UntrustedModelError,
 )
 from .files import check_output_path, read_input_bytes
-from .header import DEFAULT_MAX_OUTPUT_BYTES, Header
-from .hybrid import HybridPrior
+from .header import DEFAULT_MAX_OUTPUT_BYTES
 from .lossy import decode as lossy_decode
 from .models import EMBEDDED_MODELS, default_model_spec, load_model
-from .prior import LLMPrior, NibblePrior
+from .priors import recorded_class
 from .serialize import Serialization
 from .tensors import ITEMSIZE, TensorBundle, check_output_format, write_tensors
 
 __all__ = ["Decompressor", "read_container_info", "INTEGRITY"]
-
-_LLM_KINDS = {"llm": LLMPrior, "llm-nibble": NibblePrior}
-
 
 class Decompressor:
     """Decodes ``.lmgc`` data: the exact original bytes, or a :class:`~lmgc.errors.LmgcError`.
@@ -64,73 +58,33 @@ class Decompressor:
         self.progress = progress
         self.max_output_bytes = max_output_bytes
 
-    def _model_spec(self, recorded: str) -> str:
-        """The caller's model, else the recorded one only if it is one lmgc trusts by itself."""
-        if self.model:
-            return self.model
-        if recorded in EMBEDDED_MODELS or recorded == default_model_spec():
-            return recorded
-        raise UntrustedModelError(
-            f"this file was encoded with model {recorded!r}, which is not an embedded model; "
-            f"lmgc loads no model a file names: pass --model {recorded!r} (model=...) to trust it"
-        )
-
-    def _prior(self, header: Header, serialization: Serialization):
-        recorded = header.prior
-        if recorded["kind"] == "context":
-            check_environment(header.environment, context_environment(), self.allow_environment_mismatch)
-            try:
-                return ContextPrior.from_identity(recorded)
-            except SerializationError as exc:
-                raise CorruptDataError(str(exc)) from None
-        llm = recorded["llm"] if recorded["kind"] == HybridPrior.kind else recorded
-        spec = self._model_spec(llm["model"])
-        check_environment(header.environment, environment(llm["device"]), self.allow_environment_mismatch)
-        lm = load_model(spec, dtype=llm["dtype"], device=llm["device"], announce=self.progress)
-        base = _LLM_KINDS[llm["kind"]](lm, serialization, llm["threads"])
-        identity = base.identity() | base.derived_identity()
-        for key in ("weights_sha256", "tokenizer_sha256", *base.derived_identity()):
-            if key in llm and identity[key] != llm[key]:
-                raise ModelMismatchError(
-                    f"model {lm.spec!r} is not the one this file was encoded with "
-                    f"({key.replace('_', ' ')} differs); encoded with {llm['model']!r}"
+    def _load(self, recorded: dict):
+        """The model for a recorded LLM identity: only one the caller allows (see ``model``)."""
+        spec = self.model
+        if not spec:
+            if recorded["model"] not in EMBEDDED_MODELS and recorded["model"] != default_model_spec():
+                raise UntrustedModelError(
+                    f"this file was encoded with model {recorded['model']!r}, which is not an embedded "
+                    f"model; lmgc loads no model a file names: pass --model {recorded['model']!r} "
+                    "(model=...) to trust it"
                 )
-        if recorded["kind"] != HybridPrior.kind:
-            return base
-        prior = HybridPrior(base, recorded["learning_rate"])
-        if prior.identity()["version"] != recorded["version"]:
-            raise CorruptDataError("this hybrid prior's settings are not supported by this lmgc version")
-        return prior
-
-    def _decode_chunks(self, prior, container: Container, sizes: list[int], group: int,
-                       batch: int) -> list[bytes]:  # fmt: skip
-        if isinstance(prior, ContextPrior):
-            chunks = []
-            with progress_bar(sum(sizes), "decompress", self.progress, unit="B") as bar:
-                for payload, size in zip(container.payloads, sizes):
-                    chunks.append(prior.decode_chunk(payload, size, group))
-                    bar.update(size)
-            return chunks
-        n_symbols = [c.n_symbols for c in container.chunks]
-        limit = prior.stream(group).max_symbols
-        if limit is not None and max(n_symbols, default=0) > limit:
-            raise CorruptDataError(f"a chunk claims more symbols than the model's context ({limit})")
-        with progress_bar(sum(n_symbols), "decompress", self.progress) as bar:
-            symbols = decode_symbols(prior.stream(group), container.payloads, n_symbols, sizes, batch,
-                                     RateMeter(bar))  # fmt: skip
-        return [prior.restore(decoded, size, group) for decoded, size in zip(symbols, sizes)]
+            spec = recorded["model"]
+        return load_model(spec, dtype=recorded["dtype"], device=recorded["device"], announce=self.progress)
 
     def _decode(self, container: Container) -> TensorBundle:
         header = container.header
         codec = header.codec
         serialization = Serialization.parse(codec["serialization"], codec["group_bytes"])
-        sizes = [header.chunk_size(i) for i in range(header.n_chunks)]
-        _check_symbol_counts(header, container, sizes, serialization)
-        prior = self._prior(header, serialization)
+        group, sizes = codec["group_bytes"], [header.chunk_size(i) for i in range(header.n_chunks)]
+        n_symbols = [entry.n_symbols for entry in container.chunks]
+        prior_cls = recorded_class(header.prior["kind"])
+        prior_cls.check_symbol_counts(n_symbols, sizes, serialization, group)
+        check_environment(header.environment, prior_cls.environment(header.prior), self.allow_environment_mismatch)
         try:
-            chunks = self._decode_chunks(prior, container, sizes, codec["group_bytes"], codec["batch_size"])
+            prior = prior_cls.from_identity(header.prior, serialization, self._load)
+            chunks = prior.decode(container.payloads, n_symbols, sizes, group, codec["batch_size"], self.progress)
         except SerializationError as exc:
-            raise CorruptDataError(f"a chunk decodes to malformed data ({exc}): the file is corrupt") from None
+            raise CorruptDataError(f"the file decodes to malformed data ({exc}): it is corrupt") from None
         if container.version == 1:
             for i, (chunk, entry) in enumerate(zip(chunks, container.chunks)):
                 if crc32(chunk) != entry.crc32:
@@ -182,23 +136,6 @@ def _typed_errors():
         raise LimitExceededError("not enough memory to decode this file") from None
     except Exception as exc:
         raise CorruptDataError(f"the file cannot be decoded: {type(exc).__name__}: {exc}") from exc
-
-
-def _check_symbol_counts(header: Header, container: Container, sizes: list[int],
-                         serialization: Serialization) -> None:  # fmt: skip
-    """Refuse impossible symbol counts before any model loads: one symbol per hex digit (nibble,
-    hybrid, context), or in token mode between one and one per UTF-8 byte of the chunk's text
-    (byte-level tokens; a Latin-1 character takes at most two bytes)."""
-    group = header.codec["group_bytes"]
-    token_mode = header.prior["kind"] == "llm"
-    utf8_bytes_per_char = 1 if serialization.encoding == "hex" else 2
-    for i, (entry, size) in enumerate(zip(container.chunks, sizes)):
-        if token_mode:
-            ok = 1 <= entry.n_symbols <= serialization.to_text_length(size, group) * utf8_bytes_per_char
-        else:
-            ok = entry.n_symbols == 2 * size
-        if not ok:
-            raise CorruptDataError(f"chunk {i} claims {entry.n_symbols} symbols for {size} bytes")
 
 
 def _bundle_from_stream(stream: bytes, container: Container, serialization: Serialization) -> TensorBundle:

@@ -170,7 +170,7 @@ def _check_codec(codec) -> dict:
 
 
 def _check_prior(prior, group: int) -> dict:
-    from .context import FIRST_BLOCK, KINDS, LANE_VALUES, MAX_BLOCK, MAX_LANES
+    from .priors.context import FIRST_BLOCK, KINDS, LANE_VALUES, MAX_BLOCK, MAX_LANES
 
     kind = prior.get("kind") if isinstance(prior, dict) else None
     if kind == "context":
@@ -187,8 +187,8 @@ def _check_prior(prior, group: int) -> dict:
     if kind in ("llm", "llm-nibble"):
         return _check_llm(prior)
     if kind == "hybrid":
-        from .context import ALPHA
-        from .hybrid import CONTEXT_EXPERTS
+        from .priors.context import ALPHA
+        from .priors.hybrid import CONTEXT_EXPERTS
 
         legacy = {"experts": list(CONTEXT_EXPERTS), "alpha": ALPHA}
         _dict(prior, "hybrid prior", {"kind", "version", "llm", "learning_rate"}, set(legacy))

@@ -10,7 +10,13 @@ import argparse
 import sys
 
 from lmgc.argtypes import positive_int
-from lmgc.collect.names import ARCH_NAMES, DATASET_NAMES, DEFAULT_WIDTHS, FORMATS, SYNTHETIC_LIKE
+from lmgc.collect.names import (
+    ARCH_NAMES,
+    DATASET_NAMES,
+    DEFAULT_WIDTHS,
+    FORMATS,
+    SYNTHETIC_LIKE,
+)
 
 __all__ = ["register", "run_collect", "run_data_fetch"]
 

@@ -30,7 +30,13 @@ import numpy as np
 from ..errors import InputError
 from ..lossy import LossyPipeline, parse_lossy
 from .baselines import CODECS, EXTRA_HINT, Codec, get_codec
-from .inputs import FileBytes, LossyPayload, apply_lossy, load_file_bytes, sample_windows
+from .inputs import (
+    FileBytes,
+    LossyPayload,
+    apply_lossy,
+    load_file_bytes,
+    sample_windows,
+)
 
 __all__ = ["PROTOCOLS", "CHUNK_BYTES", "DEFAULT_WINDOWS", "BenchResult", "run_bench"]
 

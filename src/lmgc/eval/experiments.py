@@ -44,7 +44,13 @@ from .baselines import Codec, versions
 from .bench import run_bench
 from .cells import Cell, cell_text
 from .experiments_report import format_report
-from .inputs import FileBytes, LossyPayload, apply_lossy, load_file_bytes, sample_windows
+from .inputs import (
+    FileBytes,
+    LossyPayload,
+    apply_lossy,
+    load_file_bytes,
+    sample_windows,
+)
 from .lmgc_codec import ContainerProbe, LmgcCodec, element_dtype
 from .plan import ABLATION_BYTE_ORDERS, OWN_MODES, Plan, Sample
 from .plots import plot_experiments

@@ -17,7 +17,13 @@ import numpy as np
 
 from ..errors import InputError, LmgcError, UnsupportedDtypeError
 from ..lossy import LossyPipeline, error_report, side_info_bytes
-from ..tensors import NUMPY_DTYPE, TensorBundle, bundle_objects, raw_bundle, read_tensors
+from ..tensors import (
+    NUMPY_DTYPE,
+    TensorBundle,
+    bundle_objects,
+    raw_bundle,
+    read_tensors,
+)
 
 __all__ = [
     "TENSOR_SUFFIXES",

@@ -1,20 +1,13 @@
-"""Stage 2: the prior, which turns bytes into symbols and gives a distribution for each next symbol.
-
-Every stepped prior sits behind :class:`Prior`. The coder drives it in lockstep over batches of
-chunks: ``stream = prior.stream(group)`` once per input, then for each batch
-``session = stream.open(lengths)``; ``session.step(None)`` gives the distribution of each chunk's
-first symbol and ``session.step(symbols)`` the distribution after feeding ``symbols``. Encoder
-and decoder call exactly the same sequence of steps with exactly the same inputs, which is what
-makes an LLM's floating-point output reproducible on both sides. A stream may keep state from
-batch to batch (the hybrid prior's context model does), since both sides visit batches in order.
-
-Two LLM priors:
+"""The LLM priors: a frozen causal language model gives next-symbol probabilities.
 
 - :class:`LLMPrior` (token mode, the paper's): the serialized text is tokenized as the model
   would, and the next-token distribution is restricted to the tokens made only of characters the
   serialization can write, then renormalized (in float64).
 - :class:`NibblePrior` (nibble mode): one hex digit per step, the distribution restricted to the
   16 single-digit tokens; separators are fed to the model as context and cost no bits.
+
+Both are stepped (:class:`~lmgc.priors.base.SteppedPrior`): the encoder runs the decoder's exact
+KV-cached loop, so their floating-point output is identical on both sides.
 """
 
 from __future__ import annotations
@@ -24,57 +17,18 @@ import inspect
 import json
 import re
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
-from .errors import SerializationError
-from .models import LanguageModel
-from .serialize import Serialization, hex_digits, pack_hex_digits
+from ..environment import environment
+from ..errors import CorruptDataError, ModelMismatchError, SerializationError
+from ..models import LanguageModel
+from ..serialize import Serialization, hex_digits, pack_hex_digits
+from .base import ModelLoader, SteppedPrior
 
-__all__ = ["Prior", "PriorStream", "PriorSession", "LLMPrior", "NibblePrior", "softmax",
-           "nibbles", "pack_nibbles"]  # fmt: skip
+__all__ = ["LLMPrior", "NibblePrior", "softmax", "nibbles", "pack_nibbles"]
 
 HEX_DIGITS = "0123456789abcdef"
-
-
-class PriorSession(Protocol):
-    """One lockstep pass over a batch of chunks."""
-
-    def step(self, symbols: np.ndarray | None) -> np.ndarray:
-        """Feed the previous symbol of each chunk (``None`` at the start); return (batch, alphabet)
-        float64 probabilities of each chunk's next symbol."""
-        ...
-
-
-class PriorStream(Protocol):
-    """The prior bound to one input's layout; may carry state from batch to batch."""
-
-    max_symbols: int | None  # longest symbol sequence one chunk may have, None if unbounded
-
-    def open(self, lengths: Sequence[int]) -> PriorSession:
-        """A session over a batch of chunks with these symbol counts."""
-        ...
-
-
-class Prior(Protocol):
-    """A model of serialized tensor bytes: a symbol alphabet plus next-symbol distributions."""
-
-    alphabet_size: int
-
-    def identity(self) -> dict:
-        """Everything that must be equal on both sides for bit-identical probabilities."""
-        ...
-
-    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
-        """Bytes -> symbols (int64 indices into the alphabet), values of ``group`` bytes."""
-        ...
-
-    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
-        """The exact inverse of :meth:`symbols`; SerializationError on malformed symbols."""
-        ...
-
-    def stream(self, group: int) -> PriorStream: ...
 
 
 def nibbles(chunk: bytes) -> np.ndarray:
@@ -151,11 +105,32 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     return result
 
 
-class _LLMBase:
+class _LLMBase(SteppedPrior):
     """What both LLM priors share: the model cut down to an alphabet of token ids, the thread
     count, the BOS token, and the identity that pins all of it."""
 
-    kind = "llm"
+    name = kind = "llm"
+
+    @classmethod
+    def create(cls, serialization: Serialization, threads: int, load) -> _LLMBase:
+        return cls(load(), serialization, threads)
+
+    @classmethod
+    def from_identity(cls, recorded: dict, serialization: Serialization, load: ModelLoader) -> _LLMBase:
+        lm = load(recorded)
+        prior = cls(lm, serialization, recorded["threads"])
+        identity = prior.identity() | prior.derived_identity()
+        for key in ("weights_sha256", "tokenizer_sha256", *prior.derived_identity()):
+            if key in recorded and identity[key] != recorded[key]:
+                raise ModelMismatchError(
+                    f"model {lm.spec!r} is not the one this file was encoded with "
+                    f"({key.replace('_', ' ')} differs); encoded with {recorded['model']!r}"
+                )
+        return prior
+
+    @classmethod
+    def environment(cls, identity: dict) -> dict:
+        return environment(identity["device"])
 
     def __init__(self, lm: LanguageModel, token_ids: Sequence[int], threads: int) -> None:
         import torch
@@ -251,6 +226,15 @@ class LLMPrior(_LLMBase):
     def stream(self, group: int) -> _TokenStream:
         return _TokenStream(self)
 
+    @classmethod
+    def check_symbol_counts(cls, n_symbols, sizes, serialization: Serialization, group: int) -> None:
+        """Between one and one token per UTF-8 byte of the chunk's text (byte-level tokens; a
+        Latin-1 character takes at most two bytes)."""
+        per_char = 1 if serialization.encoding == "hex" else 2
+        for i, (count, size) in enumerate(zip(n_symbols, sizes)):
+            if not 1 <= count <= serialization.to_text_length(size, group) * per_char:
+                raise CorruptDataError(f"chunk {i} claims {count} symbols for {size} bytes")
+
     def full_forward_probabilities(self, symbols: np.ndarray, group: int) -> np.ndarray:
         """Probabilities of every symbol from one full forward pass (fast, for estimates only:
         they differ from the step-by-step values in the last bits, so they cannot drive a coder)."""
@@ -275,7 +259,7 @@ class NibblePrior(_LLMBase):
     are known from the layout, so they cost no bits.
     """
 
-    kind = "llm-nibble"
+    name, kind = "nibble", "llm-nibble"
 
     def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int) -> None:
         if serialization.encoding != "hex":

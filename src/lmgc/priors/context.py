@@ -29,9 +29,12 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from .coder import FAMILY, payload_bytes, range_decoder, range_encoder
-from .errors import CorruptDataError, SerializationError
-from .serialize import hex_digits, pack_hex_digits
+from ..codec import progress_bar
+from ..coder import FAMILY, payload_bytes, range_decoder, range_encoder
+from ..environment import context_environment
+from ..errors import CorruptDataError, SerializationError
+from ..serialize import hex_digits, pack_hex_digits
+from .base import Coded, check_two_symbols_per_byte
 
 __all__ = [
     "ALPHA", "NONE", "N_STRUCTURED", "KINDS", "value_digits", "digits_to_bytes",
@@ -260,26 +263,62 @@ class ContextPrior:
             encoder choose from the data (:func:`choose_kinds`) and record the choice.
     """
 
-    kind = "context"
+    name = kind = "context"
     version = 1
+    default_chunk_bytes = 8 << 20  # no model context to fit: big chunks learn more
 
     def __init__(self, kinds: list[str] | None = None) -> None:
         if kinds is not None:
             _check_kinds(kinds)
         self.kinds = kinds
 
+    @classmethod
+    def create(cls, serialization=None, threads: int = 1, load=None) -> ContextPrior:
+        """No model: ``load`` is never called."""
+        return cls()
+
+    @classmethod
+    def environment(cls, identity: dict) -> dict:
+        return context_environment()
+
+    @classmethod
+    def check_symbol_counts(cls, n_symbols, sizes, serialization, group: int) -> None:
+        check_two_symbols_per_byte(n_symbols, sizes)
+
+    def encode(self, stream: bytes, chunks, group: int, batch: int, progress: bool) -> Coded:
+        """Chooses the contexts for this input unless fixed (the choice is recorded), so one
+        prior object serves many inputs."""
+        coder = ContextPrior(self.kinds)
+        coder.fit(stream, group)
+        payloads, counts = [], []
+        with progress_bar(len(stream), "compress", progress, unit="B") as bar:
+            for chunk in chunks:
+                payload, n_symbols = coder.encode_chunk(chunk, group)
+                payloads.append(payload)
+                counts.append(n_symbols)
+                bar.update(len(chunk))
+        return Coded(payloads, counts, coder.identity())
+
+    def decode(self, payloads, n_symbols, sizes, group: int, batch: int, progress: bool) -> list[bytes]:
+        chunks = []
+        with progress_bar(sum(sizes), "decompress", progress, unit="B") as bar:
+            for payload, size in zip(payloads, sizes):
+                chunks.append(self.decode_chunk(payload, size, group))
+                bar.update(size)
+        return chunks
+
     def identity(self) -> dict:
         """The lane and block constants belong to ``version``: changing them needs a new one."""
         return {"kind": self.kind, "version": self.version, "digit_contexts": self.kinds}
 
     @classmethod
-    def from_identity(cls, recorded: dict) -> ContextPrior:
+    def from_identity(cls, recorded: dict, serialization=None, load=None) -> ContextPrior:
         try:
             prior = cls(recorded["digit_contexts"])
         except (KeyError, TypeError) as exc:
-            raise SerializationError(f"bad context-model settings {recorded}: {exc}") from None
+            raise CorruptDataError(f"bad context-model settings {recorded}: {exc}") from None
         if prior.identity() != recorded:
-            raise SerializationError(f"unsupported context-model settings {recorded}")
+            raise CorruptDataError(f"unsupported context-model settings {recorded}")
         return prior
 
     def fit(self, stream: bytes, group: int) -> None:

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import CorruptDataError
+from ..serialize import Serialization
+from .base import ModelLoader, SteppedPrior
 from .context import N_STRUCTURED, NONE, CountTable, kind_context
+from .llm import NibblePrior
 from .mixer import GeometricMixer
-from .prior import NibblePrior
 
 __all__ = ["HybridPrior", "CONTEXT_EXPERTS", "LEARNING_RATE"]
 
@@ -26,16 +29,30 @@ CONTEXT_EXPERTS = ("s2", "zP", "zd")
 LEARNING_RATE = 0.005
 
 
-class HybridPrior:
+class HybridPrior(SteppedPrior):
     """LLM (nibble mode) + structural context models, mixed online. Alphabet: 16 hex digits."""
 
-    kind = "hybrid"
+    name = kind = "hybrid"
     version = 1
     alphabet_size = 16
 
     def __init__(self, llm: NibblePrior, learning_rate: float = LEARNING_RATE) -> None:
         self.llm = llm
         self.learning_rate = learning_rate
+
+    @classmethod
+    def create(cls, serialization: Serialization, threads: int, load) -> HybridPrior:
+        return cls(NibblePrior.create(serialization, threads, load))
+
+    @classmethod
+    def from_identity(cls, recorded: dict, serialization: Serialization, load: ModelLoader) -> HybridPrior:
+        if recorded["version"] != cls.version:
+            raise CorruptDataError("this hybrid prior's settings are not supported by this lmgc version")
+        return cls(NibblePrior.from_identity(recorded["llm"], serialization, load), recorded["learning_rate"])
+
+    @classmethod
+    def environment(cls, identity: dict) -> dict:
+        return NibblePrior.environment(identity["llm"])
 
     @property
     def threads(self) -> int:

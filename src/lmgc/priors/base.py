@@ -1,0 +1,155 @@
+"""Stage 2: the prior protocol. Every way lmgc predicts data is a :class:`Prior`.
+
+A prior codes the chunks of one input into payloads and decodes them back, records an identity
+that must match on both sides, says which numerical environment its bits depend on, and is
+rebuilt from a recorded identity with a model the *caller* supplies (a file never chooses one).
+:mod:`lmgc.api` and :mod:`lmgc.decoder` know nothing else about priors; the registry in
+:mod:`lmgc.priors` maps user names and recorded kinds to the classes.
+
+Most priors are *stepped*: they turn bytes into symbols and give a distribution for each next
+symbol, driven in lockstep by :mod:`lmgc.codec` (``stream = prior.stream(group)`` once per input,
+``session = stream.open(lengths)`` per batch, ``session.step(previous symbols)``). Encoder and
+decoder call exactly the same sequence of steps with the same inputs, which is what makes an
+LLM's floating-point output reproducible on both sides. :class:`SteppedPrior` turns any such
+model into a :class:`Prior`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+
+from ..codec import RateMeter, decode_symbols, encode_symbols, progress_bar
+from ..errors import CorruptDataError
+
+if TYPE_CHECKING:
+    from ..models import LanguageModel
+    from ..serialize import Serialization
+
+__all__ = ["Prior", "Coded", "ModelLoader", "SteppedPrior", "PriorStream", "PriorSession",
+           "check_two_symbols_per_byte"]  # fmt: skip
+
+#: Given the recorded LLM identity, the model the caller allows for it (or an error).
+ModelLoader = Callable[[dict], "LanguageModel"]
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One input's coded chunks and what the header records about how they were coded."""
+
+    payloads: list[bytes]
+    n_symbols: list[int]
+    identity: dict
+    header_fields: dict = field(default_factory=dict)  # e.g. the ideal code length
+
+
+class Prior(Protocol):
+    """What the container needs from a prior (see the module docstring)."""
+
+    name: ClassVar[str]  # the user's name for it: --prior NAME
+    kind: ClassVar[str]  # what the header records
+    default_chunk_bytes: ClassVar[int]
+
+    @classmethod
+    def create(cls, serialization: Serialization, threads: int, load: Callable[[], LanguageModel]) -> Prior:
+        """A prior for encoding; ``load()`` gives the model, called only by priors that need one."""
+        ...
+
+    @classmethod
+    def from_identity(cls, recorded: dict, serialization: Serialization, load: ModelLoader) -> Prior:
+        """The prior a header records (already schema-checked); ModelMismatchError or
+        CorruptDataError where this lmgc or the supplied model would decode differently."""
+        ...
+
+    @classmethod
+    def environment(cls, identity: dict) -> dict:
+        """Library versions and kernels that decide this prior's bits."""
+        ...
+
+    @classmethod
+    def check_symbol_counts(cls, n_symbols: Sequence[int], sizes: Sequence[int],
+                            serialization: Serialization, group: int) -> None:  # fmt: skip
+        """CorruptDataError for symbol counts no chunk of these sizes can have (before any model
+        loads)."""
+        ...
+
+    def encode(self, stream: bytes, chunks: Sequence[bytes], group: int, batch: int,
+               progress: bool) -> Coded:  # fmt: skip
+        """Code the chunks of one input (``stream`` is all of it, for priors that fit to it)."""
+        ...
+
+    def decode(self, payloads: Sequence[bytes], n_symbols: Sequence[int], sizes: Sequence[int],
+               group: int, batch: int, progress: bool) -> list[bytes]:  # fmt: skip
+        """The chunks' bytes; SerializationError or any other failure on corrupt payloads."""
+        ...
+
+
+def check_two_symbols_per_byte(n_symbols: Sequence[int], sizes: Sequence[int]) -> None:
+    """The symbol counts of priors that code one symbol per hex digit."""
+    for i, (count, size) in enumerate(zip(n_symbols, sizes)):
+        if count != 2 * size:
+            raise CorruptDataError(f"chunk {i} claims {count} symbols for {size} bytes")
+
+
+class PriorSession(Protocol):
+    """One lockstep pass over a batch of chunks."""
+
+    def step(self, symbols: np.ndarray | None) -> np.ndarray:
+        """Feed the previous symbol of each chunk (``None`` at the start); return (batch, alphabet)
+        float64 probabilities of each chunk's next symbol."""
+        ...
+
+
+class PriorStream(Protocol):
+    """The prior bound to one input's layout; may carry state from batch to batch."""
+
+    max_symbols: int | None  # longest symbol sequence one chunk may have, None if unbounded
+
+    def open(self, lengths: Sequence[int]) -> PriorSession:
+        """A session over a batch of chunks with these symbol counts."""
+        ...
+
+
+class SteppedPrior:
+    """:class:`Prior` coding for a symbol model: subclasses give ``symbols``, ``restore``,
+    ``stream`` and ``identity``; symbols per chunk are one per hex digit unless overridden."""
+
+    default_chunk_bytes: ClassVar[int] = 1024  # one model context each
+
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
+        raise NotImplementedError
+
+    def stream(self, group: int) -> PriorStream:
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def check_symbol_counts(cls, n_symbols: Sequence[int], sizes: Sequence[int],
+                            serialization: Serialization, group: int) -> None:  # fmt: skip
+        check_two_symbols_per_byte(n_symbols, sizes)
+
+    def encode(self, stream: bytes, chunks: Sequence[bytes], group: int, batch: int,
+               progress: bool) -> Coded:  # fmt: skip
+        symbols = [self.symbols(chunk, group) for chunk in chunks]
+        sizes = [len(chunk) for chunk in chunks]
+        with progress_bar(sum(map(len, symbols)), "compress", progress) as bar:
+            encoded = encode_symbols(self.stream(group), symbols, sizes, batch, RateMeter(bar))
+        return Coded([e.payload for e in encoded], [e.n_symbols for e in encoded], self.identity(),
+                     {"ideal_bits": sum(e.ideal_bits for e in encoded)})  # fmt: skip
+
+    def decode(self, payloads: Sequence[bytes], n_symbols: Sequence[int], sizes: Sequence[int],
+               group: int, batch: int, progress: bool) -> list[bytes]:  # fmt: skip
+        stream = self.stream(group)
+        if stream.max_symbols is not None and max(n_symbols, default=0) > stream.max_symbols:
+            raise CorruptDataError(f"a chunk claims more symbols than the model's context ({stream.max_symbols})")
+        with progress_bar(sum(n_symbols), "decompress", progress) as bar:
+            symbols = decode_symbols(stream, payloads, n_symbols, sizes, batch, RateMeter(bar))
+        return [self.restore(decoded, size, group) for decoded, size in zip(symbols, sizes)]
