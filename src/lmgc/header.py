@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import reprlib
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import CorruptDataError, LimitExceededError, SerializationError
+from .schema import corrupt, integer, mapping, text
 from .serialize import Serialization
 from .tensors import ITEMSIZE
 from .wire import Reader, decode_value, encode_value
@@ -36,16 +35,8 @@ MAX_HEADER_BYTES = 16 << 20
 #: Largest chunk a file may declare: decoding holds a few times one chunk in memory.
 MAX_CHUNK_BYTES = 64 << 20
 MAX_BATCH = 1 << 16
-MAX_THREADS = 1024
-_MAX_NAME = 4096  # characters in a model spec, device or environment value
 _MAX_TREE_DEPTH = 48
 _FORMATS = ("npy", "pt", "safetensors", "raw", "object")
-_DTYPES = ("float32", "bfloat16", "float16")
-_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_LLM_FIELDS = {"kind", "model", "weights_sha256", "tokenizer_sha256", "dtype", "device", "threads"}
-#: Fields version-1 files also recorded; they are derived from the tokenizer, checked if present.
-_LLM_FIELDS_V1 = {"alphabet_sha256", "bos_id", "separator_ids"}
 
 
 @dataclass(frozen=True)
@@ -101,33 +92,6 @@ def decode_v1(compressed: bytes) -> dict:
         raise CorruptDataError(f"lmgc header is corrupt: {type(exc).__name__}") from None
 
 
-def _fail(what: str, value) -> CorruptDataError:
-    return CorruptDataError(f"lmgc header is corrupt: {what} ({reprlib.repr(value)})")
-
-
-def _int(value, what: str, low: int = 0, high: int = (1 << 64) - 1) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise _fail(f"{what} must be an integer in [{low}, {high}]", value)
-    return value
-
-
-def _str(value, what: str, pattern: re.Pattern | None = None, choices=None) -> str:
-    if (not isinstance(value, str) or len(value) > _MAX_NAME
-            or (pattern is not None and not pattern.fullmatch(value))
-            or (choices is not None and value not in choices)):  # fmt: skip
-        raise _fail(f"bad {what}", value)
-    return value
-
-
-def _dict(value, what: str, required: set[str], optional: set[str] = frozenset()) -> dict:
-    if not isinstance(value, dict):
-        raise _fail(f"{what} must be a mapping", value)
-    missing, unknown = required - value.keys(), value.keys() - required - optional
-    if missing or unknown:
-        raise _fail(f"{what} has missing {sorted(missing)} or unknown {sorted(unknown)} fields", "")
-    return value
-
-
 def check(fields, *, version: int, max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES) -> Header:
     """Validate a header dict read from a container of ``version``; nothing is allocated first.
 
@@ -137,8 +101,8 @@ def check(fields, *, version: int, max_output_bytes: int | None = DEFAULT_MAX_OU
     """
     top = {"total_bytes", "codec", "prior", "environment", "manifest"}
     optional = {"lossy", "ideal_bits"} | ({"n_chunks"} if version == 1 else set())
-    fields = _dict(fields, "header", top | ({"n_chunks"} if version == 1 else set()), optional)
-    total = _int(fields["total_bytes"], "total_bytes")
+    fields = mapping(fields, "header", top | ({"n_chunks"} if version == 1 else set()), optional)
+    total = integer(fields["total_bytes"], "total_bytes")
     if max_output_bytes is not None and total > max_output_bytes:
         raise LimitExceededError(
             f"this file decodes to {total:,} bytes, more than the {max_output_bytes:,} allowed; "
@@ -152,82 +116,41 @@ def check(fields, *, version: int, max_output_bytes: int | None = DEFAULT_MAX_OU
         lossy=_check_lossy(fields.get("lossy"), max_output_bytes),
         ideal_bits=_check_ideal_bits(fields.get("ideal_bits")), fields=fields,
     )  # fmt: skip
-    if version == 1 and _int(fields["n_chunks"], "n_chunks") != header.n_chunks:
-        raise _fail("n_chunks does not match total_bytes / chunk_bytes", fields["n_chunks"])
+    if version == 1 and integer(fields["n_chunks"], "n_chunks") != header.n_chunks:
+        raise corrupt("n_chunks does not match total_bytes / chunk_bytes", fields["n_chunks"])
     return header
 
 
 def _check_codec(codec) -> dict:
-    codec = _dict(codec, "codec", {"serialization", "group_bytes", "chunk_bytes", "batch_size"})
-    group = _int(codec["group_bytes"], "group_bytes", 1, 8)
+    codec = mapping(codec, "codec", {"serialization", "group_bytes", "chunk_bytes", "batch_size"})
+    group = integer(codec["group_bytes"], "group_bytes", 1, 8)
     try:
-        Serialization.parse(_str(codec["serialization"], "serialization"), group)
+        Serialization.parse(text(codec["serialization"], "serialization"), group)
     except SerializationError as exc:
-        raise _fail(f"serialization: {exc}", codec["serialization"]) from None
-    _int(codec["chunk_bytes"], "chunk_bytes", 1, MAX_CHUNK_BYTES)
-    _int(codec["batch_size"], "batch_size", 1, MAX_BATCH)
+        raise corrupt(f"serialization: {exc}", codec["serialization"]) from None
+    integer(codec["chunk_bytes"], "chunk_bytes", 1, MAX_CHUNK_BYTES)
+    integer(codec["batch_size"], "batch_size", 1, MAX_BATCH)
     return codec
 
 
 def _check_prior(prior, group: int) -> dict:
-    from .priors.context import FIRST_BLOCK, KINDS, LANE_VALUES, MAX_BLOCK, MAX_LANES
+    from .priors import recorded_class
 
-    kind = prior.get("kind") if isinstance(prior, dict) else None
-    if kind == "context":
-        legacy = {"lanes": [MAX_LANES, LANE_VALUES], "blocks": [FIRST_BLOCK, MAX_BLOCK]}
-        _dict(prior, "context prior", {"kind", "version", "digit_contexts"}, set(legacy))
-        if any(prior.get(key, value) != value for key, value in legacy.items()):
-            raise _fail("context prior lane/block settings are not this lmgc's", prior)
-        _int(prior["version"], "context prior version")
-        contexts = prior["digit_contexts"]
-        if not isinstance(contexts, list) or len(contexts) != 2 * group or any(
-                not isinstance(k, str) or k not in KINDS for k in contexts):  # fmt: skip
-            raise _fail(f"digit_contexts must be {2 * group} context kinds", contexts)
-        return {"kind": kind, "version": prior["version"], "digit_contexts": contexts}
-    if kind in ("llm", "llm-nibble"):
-        return _check_llm(prior)
-    if kind == "hybrid":
-        from .priors.context import ALPHA
-        from .priors.hybrid import CONTEXT_EXPERTS
-
-        legacy = {"experts": list(CONTEXT_EXPERTS), "alpha": ALPHA}
-        _dict(prior, "hybrid prior", {"kind", "version", "llm", "learning_rate"}, set(legacy))
-        if any(prior.get(key, value) != value for key, value in legacy.items()):
-            raise _fail("hybrid prior experts are not this lmgc's", prior)
-        _int(prior["version"], "hybrid prior version")
-        rate = prior["learning_rate"]
-        if not isinstance(rate, float) or not 0 < rate < 1:
-            raise _fail("hybrid learning_rate must be a float in (0, 1)", rate)
-        if _check_llm(prior["llm"])["kind"] != "llm-nibble":
-            raise _fail("the hybrid prior mixes the nibble LLM", prior["llm"]["kind"])
-        return {key: prior[key] for key in ("kind", "version", "llm", "learning_rate")}
-    raise _fail("unknown prior kind", kind)
-
-
-def _check_llm(prior) -> dict:
-    _dict(prior, "LLM prior", _LLM_FIELDS, _LLM_FIELDS_V1)
-    _str(prior["kind"], "LLM prior kind", choices=("llm", "llm-nibble"))
-    _str(prior["model"], "model spec")
-    _str(prior["weights_sha256"], "weights hash", _SHA256)
-    _str(prior["tokenizer_sha256"], "tokenizer hash", _SHA256)
-    _str(prior["dtype"], "model dtype", choices=_DTYPES)
-    _str(prior["device"], "device", _DEVICE)
-    _int(prior["threads"], "threads", 1, MAX_THREADS)
-    return prior
+    return recorded_class(prior.get("kind") if isinstance(prior, dict) else None).check_identity(prior, group)
 
 
 def _check_environment(env) -> dict[str, str]:
     if not isinstance(env, dict) or len(env) > 16:
-        raise _fail("environment must be a small mapping", env)
+        raise corrupt("environment must be a small mapping", env)
     for key, value in env.items():
-        _str(value, f"environment {key}")
+        text(value, f"environment {key}")
     return env
 
 
 def _check_ideal_bits(value) -> float | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not math.isfinite(value) or value < 0):  # fmt: skip
-        raise _fail("ideal_bits must be a non-negative number", value)
+        raise corrupt("ideal_bits must be a non-negative number", value)
     return value
 
 
@@ -237,11 +160,11 @@ def _check_lossy(info, max_output_bytes: int | None) -> dict | None:
 
     if info is None:
         return None
-    info = _dict(info, "lossy section", {"lossy", "spec", "manifest", "positions"})
+    info = mapping(info, "lossy section", {"lossy", "spec", "manifest", "positions"})
     if info["lossy"] != INFO_VERSION:
-        raise _fail("unsupported lossy section version", info["lossy"])
-    _str(info["spec"], "lossy spec")
-    _str(info["positions"], "lossy position codings")
+        raise corrupt("unsupported lossy section version", info["lossy"])
+    text(info["spec"], "lossy spec")
+    text(info["positions"], "lossy position codings")
     check_manifest(info["manifest"], None, "lossy manifest")
     size = manifest_bytes(info["manifest"])
     if max_output_bytes is not None and size > max_output_bytes:
@@ -257,15 +180,15 @@ def manifest_bytes(manifest: dict) -> int:
 
 def check_manifest(manifest, total: int | None, what: str) -> dict:
     """Check a tensor manifest (and, given ``total``, that its tensors hold exactly that many bytes)."""
-    manifest = _dict(manifest, what, {"format", "tree", "metadata", "tensors"})
-    fmt = _str(manifest["format"], f"{what} format", choices=_FORMATS)
+    manifest = mapping(manifest, what, {"format", "tree", "metadata", "tensors"})
+    fmt = text(manifest["format"], f"{what} format", choices=_FORMATS)
     metadata = manifest["metadata"]
     if metadata is not None and (not isinstance(metadata, dict) or not all(
             isinstance(v, str) for v in metadata.values())):  # fmt: skip
-        raise _fail(f"{what} metadata must map strings to strings", metadata)
+        raise corrupt(f"{what} metadata must map strings to strings", metadata)
     tensors = manifest["tensors"]
     if not isinstance(tensors, list):
-        raise _fail(f"{what} tensors must be a list", tensors)
+        raise corrupt(f"{what} tensors must be a list", tensors)
     size = 0
     for t in tensors:
         _check_tensor(t, what)
@@ -273,36 +196,36 @@ def check_manifest(manifest, total: int | None, what: str) -> dict:
         if total is not None and size > total:
             break
     if total is not None and size != total:
-        raise _fail(f"{what} tensors do not add up to total_bytes = {total}", size)
+        raise corrupt(f"{what} tensors do not add up to total_bytes = {total}", size)
     seen: list[int] = []
     _check_tree(manifest["tree"], len(tensors), seen, 0, what)
     if sorted(seen) != list(range(len(tensors))):
-        raise _fail(f"{what} tree must place every tensor exactly once", manifest["tree"])
+        raise corrupt(f"{what} tree must place every tensor exactly once", manifest["tree"])
     if fmt in ("npy", "raw") and (len(tensors) != 1 or manifest["tree"] != {"__tensor__": 0}):
-        raise _fail(f"a {fmt} manifest holds exactly one tensor", len(tensors))
+        raise corrupt(f"a {fmt} manifest holds exactly one tensor", len(tensors))
     return manifest
 
 
 def _check_tensor(t, what: str) -> None:
-    _dict(t, f"{what} tensor", {"name", "dtype", "shape", "kind", "numpy_dtype"})
-    _str(t["name"], f"{what} tensor name")
-    dtype = _str(t["dtype"], f"{what} dtype", choices=ITEMSIZE)
+    mapping(t, f"{what} tensor", {"name", "dtype", "shape", "kind", "numpy_dtype"})
+    text(t["name"], f"{what} tensor name")
+    dtype = text(t["dtype"], f"{what} dtype", choices=ITEMSIZE)
     shape = t["shape"]
     if not isinstance(shape, list) or len(shape) > 64:
-        raise _fail(f"{what} shape must be a list of at most 64 sizes", shape)
+        raise corrupt(f"{what} shape must be a list of at most 64 sizes", shape)
     for dim in shape:
-        _int(dim, f"{what} shape entry", 0, 1 << 48)
-    kind = _str(t["kind"], f"{what} tensor kind", choices=("numpy", "torch"))
+        integer(dim, f"{what} shape entry", 0, 1 << 48)
+    kind = text(t["kind"], f"{what} tensor kind", choices=("numpy", "torch"))
     numpy_dtype = t["numpy_dtype"]
     if kind == "torch" and numpy_dtype is not None:
-        raise _fail(f"{what}: a torch tensor has no numpy dtype", numpy_dtype)
+        raise corrupt(f"{what}: a torch tensor has no numpy dtype", numpy_dtype)
     if kind == "numpy":
         if dtype == "bfloat16":
-            raise _fail(f"{what}: numpy has no bfloat16", dtype)
+            raise corrupt(f"{what}: numpy has no bfloat16", dtype)
         base = np.dtype(dtype)
         allowed = [None, base.newbyteorder("<").str, base.newbyteorder(">").str]
         if numpy_dtype not in allowed:  # a list: the value may be any (unhashable) JSON
-            raise _fail(f"{what}: numpy dtype must be one of {allowed}", numpy_dtype)
+            raise corrupt(f"{what}: numpy dtype must be one of {allowed}", numpy_dtype)
 
 
 def _check_tree(node, n_tensors: int, seen: list[int], depth: int, what: str) -> None:
@@ -317,7 +240,7 @@ def _check_tree(node, n_tensors: int, seen: list[int], depth: int, what: str) ->
     if isinstance(node, dict) and len(node) == 1:
         (key, value), = node.items()
         if key == "__tensor__":
-            seen.append(_int(value, f"{what} tensor index", 0, n_tensors - 1))
+            seen.append(integer(value, f"{what} tensor index", 0, n_tensors - 1))
             return
         if key == "__tuple__" and isinstance(value, list):
             return _check_tree(value, n_tensors, seen, depth + 1, what)
@@ -325,7 +248,7 @@ def _check_tree(node, n_tensors: int, seen: list[int], depth: int, what: str) ->
             for pair in value:
                 if (not isinstance(pair, list) or len(pair) != 2
                         or type(pair[0]) not in (str, int)):  # fmt: skip
-                    raise _fail(f"{what} tree dict entries are [key, value]", pair)
+                    raise corrupt(f"{what} tree dict entries are [key, value]", pair)
                 _check_tree(pair[1], n_tensors, seen, depth + 1, what)
             return
-    raise _fail(f"{what} tree node is not a tensor, dict, tuple, list or scalar", node)
+    raise corrupt(f"{what} tree node is not a tensor, dict, tuple, list or scalar", node)

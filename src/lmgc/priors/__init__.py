@@ -18,7 +18,6 @@ __all__ = ["PRIORS", "Prior", "Coded", "ModelLoader", "prior_class", "recorded_c
 #: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: nibble
 #: mode mixed with structural context models; ``context``: the context models alone (no LLM).
 PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (LLMPrior, NibblePrior, HybridPrior, ContextPrior)}
-_BY_KIND = {cls.kind: cls for cls in PRIORS.values()}
 
 
 def prior_class(name: str) -> type[Prior]:
@@ -31,7 +30,7 @@ def prior_class(name: str) -> type[Prior]:
 
 def recorded_class(kind: str) -> type[Prior]:
     """The prior a header records; CorruptDataError for a kind this lmgc does not know."""
-    try:
-        return _BY_KIND[kind]
-    except (KeyError, TypeError):
-        raise CorruptDataError(f"unknown prior kind {kind!r} in header") from None
+    for cls in PRIORS.values():
+        if cls.kind == kind:
+            return cls
+    raise CorruptDataError(f"lmgc header is corrupt: unknown prior kind {kind!r}")

@@ -65,6 +65,12 @@ class Prior(Protocol):
         ...
 
     @classmethod
+    def check_identity(cls, recorded, group: int) -> dict:
+        """The schema of a recorded identity read from an untrusted header (CorruptDataError),
+        before anything is built or loaded; returns it in this version's form."""
+        ...
+
+    @classmethod
     def environment(cls, identity: dict) -> dict:
         """Library versions and kernels that decide this prior's bits."""
         ...

@@ -33,6 +33,7 @@ from ..codec import progress_bar
 from ..coder import FAMILY, payload_bytes, range_decoder, range_encoder
 from ..environment import context_environment
 from ..errors import CorruptDataError, SerializationError
+from ..schema import corrupt, integer, mapping
 from ..serialize import hex_digits, pack_hex_digits
 from .base import Coded, check_two_symbols_per_byte
 
@@ -276,6 +277,21 @@ class ContextPrior:
     def create(cls, serialization=None, threads: int = 1, load=None) -> ContextPrior:
         """No model: ``load`` is never called."""
         return cls()
+
+    @classmethod
+    def check_identity(cls, recorded, group: int) -> dict:
+        """The recorded identity's schema (version-1 files also stored the lane and block
+        constants, which must be this lmgc's)."""
+        legacy = {"lanes": [MAX_LANES, LANE_VALUES], "blocks": [FIRST_BLOCK, MAX_BLOCK]}
+        mapping(recorded, "context prior", {"kind", "version", "digit_contexts"}, set(legacy))
+        if any(recorded.get(key, value) != value for key, value in legacy.items()):
+            raise corrupt("context prior lane/block settings are not this lmgc's", recorded)
+        integer(recorded["version"], "context prior version")
+        contexts = recorded["digit_contexts"]
+        if not isinstance(contexts, list) or len(contexts) != 2 * group or any(
+                not isinstance(k, str) or k not in KINDS for k in contexts):  # fmt: skip
+            raise corrupt(f"digit_contexts must be {2 * group} context kinds", contexts)
+        return {"kind": cls.kind, "version": recorded["version"], "digit_contexts": contexts}
 
     @classmethod
     def environment(cls, identity: dict) -> dict:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import CorruptDataError
+from ..schema import corrupt, integer, mapping
 from ..serialize import Serialization
 from .base import ModelLoader, SteppedPrior
-from .context import N_STRUCTURED, NONE, CountTable, kind_context
+from .context import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
 from .llm import NibblePrior
 from .mixer import GeometricMixer
 
@@ -49,6 +50,21 @@ class HybridPrior(SteppedPrior):
         if recorded["version"] != cls.version:
             raise CorruptDataError("this hybrid prior's settings are not supported by this lmgc version")
         return cls(NibblePrior.from_identity(recorded["llm"], serialization, load), recorded["learning_rate"])
+
+    @classmethod
+    def check_identity(cls, recorded, group: int) -> dict:
+        """The recorded identity's schema (version-1 files also stored the experts and the count
+        prior, which belong to the version and must be this lmgc's)."""
+        legacy = {"experts": list(CONTEXT_EXPERTS), "alpha": ALPHA}
+        mapping(recorded, "hybrid prior", {"kind", "version", "llm", "learning_rate"}, set(legacy))
+        if any(recorded.get(key, value) != value for key, value in legacy.items()):
+            raise corrupt("hybrid prior experts are not this lmgc's", recorded)
+        integer(recorded["version"], "hybrid prior version")
+        rate = recorded["learning_rate"]
+        if not isinstance(rate, float) or not 0 < rate < 1:
+            raise corrupt("hybrid learning_rate must be a float in (0, 1)", rate)
+        NibblePrior.check_identity(recorded["llm"], group)
+        return {key: recorded[key] for key in ("kind", "version", "llm", "learning_rate")}
 
     @classmethod
     def environment(cls, identity: dict) -> dict:

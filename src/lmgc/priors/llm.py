@@ -23,12 +23,14 @@ import numpy as np
 from ..environment import environment
 from ..errors import CorruptDataError, ModelMismatchError, SerializationError
 from ..models import LanguageModel
+from ..schema import SHA256, integer, mapping, text
 from ..serialize import Serialization, hex_digits, pack_hex_digits
 from .base import ModelLoader, SteppedPrior
 
 __all__ = ["LLMPrior", "NibblePrior", "softmax", "nibbles", "pack_nibbles"]
 
 HEX_DIGITS = "0123456789abcdef"
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
 
 
 def nibbles(chunk: bytes) -> np.ndarray:
@@ -127,6 +129,21 @@ class _LLMBase(SteppedPrior):
                     f"({key.replace('_', ' ')} differs); encoded with {recorded['model']!r}"
                 )
         return prior
+
+    @classmethod
+    def check_identity(cls, recorded, group: int) -> dict:
+        """The recorded identity's schema; version-1 files also stored fields derived from the
+        tokenizer (checked against the model when it loads)."""
+        mapping(recorded, "LLM prior", {"kind", "model", "weights_sha256", "tokenizer_sha256", "dtype",
+                                        "device", "threads"}, {"alphabet_sha256", "bos_id", "separator_ids"})  # fmt: skip
+        text(recorded["kind"], "LLM prior kind", choices=(cls.kind,))
+        text(recorded["model"], "model spec")
+        text(recorded["weights_sha256"], "weights hash", SHA256)
+        text(recorded["tokenizer_sha256"], "tokenizer hash", SHA256)
+        text(recorded["dtype"], "model dtype", choices=("float32", "bfloat16", "float16"))
+        text(recorded["device"], "device", _DEVICE)
+        integer(recorded["threads"], "threads", 1, 1024)
+        return recorded
 
     @classmethod
     def environment(cls, identity: dict) -> dict:
