@@ -86,3 +86,11 @@ def test_truncated_file_is_reported(tmp_path, grad_npy, smollm2):
 def test_version():
     result = _run("--version")
     assert result.returncode == 0 and result.stdout.startswith("lmgc ")
+
+
+def test_demo_decodes_both_samples_and_compares_codecs(smollm2, capsys):
+    assert main(["demo", "--bytes", "32", "--chunk-bytes", "16", "--batch", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "decoded and compared: identical" in out and "lmgc --prior context (no LLM; whole" in out
+    assert "lmgc --prior llm (smollm2-135m, hex-comma-be)" in out and "gzip -9" in out
+    assert "model load" in out and "B/s" in out
