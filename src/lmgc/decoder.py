@@ -22,7 +22,7 @@ from .errors import (
     UntrustedModelError,
 )
 from .files import check_output_path, read_input_bytes
-from .header import DEFAULT_MAX_OUTPUT_BYTES
+from .header import DEFAULT_MAX_OUTPUT_BYTES, tensor_bytes
 from .lossy import decode as lossy_decode
 from .models import EMBEDDED_MODELS, default_model_spec, load_model
 from .priors import recorded_class
@@ -74,7 +74,7 @@ class Decompressor:
     def _decode(self, container: Container) -> TensorBundle:
         header = container.header
         codec = header.codec
-        serialization = Serialization.parse(codec["serialization"], codec["group_bytes"])
+        serialization = header.serialization
         group, sizes = codec["group_bytes"], [header.chunk_size(i) for i in range(header.n_chunks)]
         n_symbols = [entry.n_symbols for entry in container.chunks]
         prior_cls = recorded_class(header.prior["kind"])
@@ -142,11 +142,8 @@ def _bundle_from_stream(stream: bytes, container: Container, serialization: Seri
     manifest = container.header.manifest
     blobs, position = [], 0
     for entry in manifest["tensors"]:
-        size = ITEMSIZE[entry["dtype"]]
-        n = size
-        for dim in entry["shape"]:
-            n *= dim
-        blobs.append(serialization.order_bytes(stream[position : position + n], size))
+        n = tensor_bytes(entry)
+        blobs.append(serialization.order_bytes(stream[position : position + n], ITEMSIZE[entry["dtype"]]))
         position += n
     if position != len(stream) or not container.matches(b"".join(blobs)):
         raise CorruptDataError("decoded data fails the SHA-256 check: the file is corrupt")

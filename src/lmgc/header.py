@@ -24,7 +24,7 @@ from .tensors import ITEMSIZE
 from .wire import Reader, decode_value, encode_value
 
 __all__ = [
-    "Header", "check", "encode", "decode", "decode_v1", "manifest_bytes",
+    "Header", "check", "encode", "decode", "decode_v1", "manifest_bytes", "tensor_bytes",
     "DEFAULT_MAX_OUTPUT_BYTES", "MAX_HEADER_BYTES", "MAX_CHUNK_BYTES",
 ]  # fmt: skip
 
@@ -45,6 +45,7 @@ class Header:
 
     total_bytes: int
     codec: dict  # serialization, group_bytes, chunk_bytes, batch_size
+    serialization: Serialization  # codec["serialization"] parsed, with its group size
     prior: dict  # the prior's recorded identity, its kind checked
     environment: dict[str, str]
     manifest: dict
@@ -108,9 +109,10 @@ def check(fields, *, version: int, max_output_bytes: int | None = DEFAULT_MAX_OU
             f"this file decodes to {total:,} bytes, more than the {max_output_bytes:,} allowed; "
             "raise max_output_bytes (--max-output-bytes) if you trust it"
         )
-    codec = _check_codec(fields["codec"])
+    codec, serialization = _check_codec(fields["codec"])
     header = Header(
-        total_bytes=total, codec=codec, prior=_check_prior(fields["prior"], codec["group_bytes"]),
+        total_bytes=total, codec=codec, serialization=serialization,
+        prior=_check_prior(fields["prior"], codec["group_bytes"]),
         environment=_check_environment(fields["environment"]),
         manifest=check_manifest(fields["manifest"], total, "manifest"),
         lossy=_check_lossy(fields.get("lossy"), max_output_bytes),
@@ -121,16 +123,16 @@ def check(fields, *, version: int, max_output_bytes: int | None = DEFAULT_MAX_OU
     return header
 
 
-def _check_codec(codec) -> dict:
+def _check_codec(codec) -> tuple[dict, Serialization]:
     codec = mapping(codec, "codec", {"serialization", "group_bytes", "chunk_bytes", "batch_size"})
     group = integer(codec["group_bytes"], "group_bytes", 1, 8)
     try:
-        Serialization.parse(text(codec["serialization"], "serialization"), group)
+        serialization = Serialization.parse(text(codec["serialization"], "serialization"), group)
     except SerializationError as exc:
         raise corrupt(f"serialization: {exc}", codec["serialization"]) from None
     integer(codec["chunk_bytes"], "chunk_bytes", 1, MAX_CHUNK_BYTES)
     integer(codec["batch_size"], "batch_size", 1, MAX_BATCH)
-    return codec
+    return codec, serialization
 
 
 def _check_prior(prior, group: int) -> dict:
@@ -173,9 +175,14 @@ def _check_lossy(info, max_output_bytes: int | None) -> dict | None:
     return info
 
 
+def tensor_bytes(tensor: dict) -> int:
+    """Bytes one checked manifest entry holds."""
+    return ITEMSIZE[tensor["dtype"]] * math.prod(tensor["shape"])
+
+
 def manifest_bytes(manifest: dict) -> int:
     """Bytes the tensors of a checked manifest hold."""
-    return sum(ITEMSIZE[t["dtype"]] * math.prod(t["shape"]) for t in manifest["tensors"])
+    return sum(map(tensor_bytes, manifest["tensors"]))
 
 
 def check_manifest(manifest, total: int | None, what: str) -> dict:
@@ -192,7 +199,7 @@ def check_manifest(manifest, total: int | None, what: str) -> dict:
     size = 0
     for t in tensors:
         _check_tensor(t, what)
-        size += ITEMSIZE[t["dtype"]] * math.prod(t["shape"])
+        size += tensor_bytes(t)
         if total is not None and size > total:
             break
     if total is not None and size != total:
