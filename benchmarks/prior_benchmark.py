@@ -184,13 +184,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # numpy/BLAS single-threaded: one-core speeds
     ensure_files()
-    from lmgc.api import _default_threads
+    from lmgc.config import default_threads
 
     start = time.perf_counter()
     report = run(args.window_bytes, args.windows, args.seed, args.chunk_bytes, args.batch)
     report |= {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "threads": _default_threads(), "seconds": time.perf_counter() - start}  # fmt: skip
+               "threads": default_threads(), "seconds": time.perf_counter() - start}  # fmt: skip
     text = markdown(report, args.window_bytes, args.windows, args.chunk_bytes, args.batch)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

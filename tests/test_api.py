@@ -47,6 +47,10 @@ class StoredPrior:
         return {}
 
     @classmethod
+    def describe(cls, identity):
+        return [("prior", f"stored, offset {identity['offset']}")]
+
+    @classmethod
     def check_symbol_counts(cls, n_symbols, sizes, serialization, group):
         check_two_symbols_per_byte(n_symbols, sizes)
 
@@ -101,3 +105,49 @@ def test_the_prior_checks_its_own_recorded_identity(stored):
 def test_unknown_prior_names_are_input_errors():
     with pytest.raises(InputError, match="unknown prior 'stored'; valid: llm, nibble, hybrid, context"):
         lmgc.Compressor(prior="stored")
+
+
+def test_a_config_and_keyword_settings_shape_the_header(stored):
+    config = lmgc.CodecConfig(serialization="hex-space", chunk_bytes=8, batch_size=3)
+    x = np.arange(6, dtype=np.float32)
+    compressor = lmgc.Compressor(prior="stored", config=config, chunk_bytes=12)  # keywords win
+    assert compressor.config.chunk_bytes == 12 and compressor.config.batch_size == 3
+    codec = lmgc.read_container_info(compressor.compress(x))["header"]["codec"]
+    assert codec == {"serialization": "hex-space-be", "group_bytes": 4, "chunk_bytes": 12, "batch_size": 3}
+    assert lmgc.Compressor(prior="stored").config.chunk_bytes == 100  # the prior's default
+
+
+def test_levels_are_chosen_by_name_and_refused_when_unknown(stored):
+    assert type(lmgc.Compressor(prior="context", level="fast").prior) is priors.ContextPrior
+    with pytest.raises(InputError, match="prior 'context' has no level 'best'; valid: fast"):
+        lmgc.Compressor(prior="context", level="best")
+    with pytest.raises(InputError, match="prior 'stored' has no level 'fast'; valid: none"):
+        lmgc.Compressor(prior="stored", level="fast")
+    with pytest.raises(InputError, match="give level= with a prior name"):
+        lmgc.Compressor(prior=stored(), level="fast")
+
+
+def test_compress_file_reports_and_verifies(stored, tmp_path):
+    x = np.linspace(-1, 1, 50, dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = lmgc.compress_file(tmp_path / "x.npy", tmp_path / "x.lmgc", prior="stored", verify=True)
+    assert result.verified and result.original_bytes == x.nbytes
+    assert result.compressed_bytes == (tmp_path / "x.lmgc").stat().st_size
+    assert np.load(tmp_path / "x.npy").tobytes() == lmgc.decompress((tmp_path / "x.lmgc").read_bytes()).tobytes()
+    with pytest.raises(lmgc.OutputExistsError, match="x.lmgc exists; pass --force"):
+        lmgc.compress_file(tmp_path / "x.npy", tmp_path / "x.lmgc", prior="stored")
+
+
+def test_verify_catches_a_prior_that_decodes_wrongly(stored, tmp_path, monkeypatch):
+    monkeypatch.setattr(stored, "decode", lambda self, payloads, *rest: [bytes(len(p)) for p in payloads])
+    with pytest.raises(lmgc.VerificationError, match="does not decode to the input"):
+        lmgc.compress_file(np.ones(8, np.float32), tmp_path / "x.lmgc", prior="stored", verify=True)
+    assert not (tmp_path / "x.lmgc").exists()
+
+
+def test_info_prints_what_the_prior_describes(stored, tmp_path, capsys):
+    from lmgc.cli import main
+
+    lmgc.compress_file(np.ones(8, np.float32), tmp_path / "x.lmgc", prior=stored(offset=3))
+    assert main(["info", str(tmp_path / "x.lmgc")]) == 0
+    assert "prior:         stored, offset 3" in capsys.readouterr().out

@@ -296,7 +296,7 @@ def test_os_and_memory_errors_are_one_line(grad, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
         yield
 
-    monkeypatch.setattr(lmgc.files, "atomic_path", full_disk)
+    monkeypatch.setattr(lmgc.api, "atomic_path", full_disk)  # where compress_file writes
     assert "No space left on device" in _error(capsys, "compress", str(grad), *CONTEXT)
 
     def exhausted(*args, **kwargs):

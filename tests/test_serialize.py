@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmgc.errors import SerializationError
-from lmgc.serialize import SEPARATORS, Serialization
+from lmgc.serialize import SEPARATORS, Serialization, check_group_bytes
 
 SPECS = [f"hex-{sep}" for sep in SEPARATORS] + ["hex", "iso", "iso-space", "iso-commaspace"]
 SPECS += [f"{s}-le" for s in SPECS] + [f"{s}-be" for s in SPECS]
@@ -59,9 +59,10 @@ def test_bad_spec_is_a_clear_error(spec):
         Serialization.parse(spec)
 
 
-def test_bad_group_size():
+@pytest.mark.parametrize("group", [0, 3, 16, True])
+def test_bad_group_size(group):
     with pytest.raises(SerializationError, match="bytes per group must be 1, 2, 4 or 8"):
-        Serialization.parse("hex", group_bytes=3)
+        check_group_bytes(group)
 
 
 @pytest.mark.parametrize("text", ["3ca1 00f", "3ca1,00ff", "3CA1 00FF", "3ca1 00fg"])

@@ -15,53 +15,34 @@ True
 from __future__ import annotations
 
 import os
-from collections import Counter
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .codec import progress_bar, split_chunks
+from .config import DEFAULT_BATCH_SIZE, CodecConfig
 from .container import pack
 from .decoder import INTEGRITY, Decompressor, read_container_info
 from .environment import environment
-from .errors import InputError, SerializationError
+from .errors import InputError, LmgcError, VerificationError
 from .files import atomic_path, check_output_path
-from .header import MAX_BATCH, MAX_CHUNK_BYTES
-from .lossy import parse_lossy
+from .lossy import LossyPipeline, parse_lossy
 from .models import load_model
 from .priors import PRIORS as _PRIOR_CLASSES
 from .priors import ContextPrior, Prior, prior_class
 from .priors.base import SteppedPrior
-from .serialize import DEFAULT_SERIALIZATION, Serialization
 from .tensors import TensorBundle, bundle_objects, raw_bundle, read_tensors
 
 __all__ = [
-    "CodecConfig", "Compressor", "Decompressor", "Estimate",
+    "CodecConfig", "Compressor", "Decompressor", "Estimate", "CompressionResult",
     "compress", "decompress", "compress_file", "decompress_file", "read_container_info",
-    "environment", "PRIORS", "INTEGRITY",
+    "environment", "PRIORS", "INTEGRITY", "DEFAULT_BATCH_SIZE",
 ]  # fmt: skip
 
 DEFAULT_CHUNK_BYTES = SteppedPrior.default_chunk_bytes
 CONTEXT_CHUNK_BYTES = ContextPrior.default_chunk_bytes
-DEFAULT_BATCH_SIZE = 16
 PRIORS = tuple(_PRIOR_CLASSES)  # the user names, see lmgc.priors
 DEFAULT_PRIOR = "llm"
-
-
-@dataclass(frozen=True)
-class CodecConfig:
-    """Everything that shapes the coded bits besides the prior; stored in every container."""
-
-    serialization: str = DEFAULT_SERIALIZATION
-    group_bytes: int | None = None  # None: the data's element size
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    batch_size: int = DEFAULT_BATCH_SIZE
-
-    def __post_init__(self) -> None:
-        Serialization.parse(self.serialization, self.group_bytes)  # validates
-        if not 1 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
-            raise SerializationError(f"chunk size must be in [1, {MAX_CHUNK_BYTES}], not {self.chunk_bytes}")
-        if not 1 <= self.batch_size <= MAX_BATCH:
-            raise SerializationError(f"batch size must be in [1, {MAX_BATCH}], not {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -77,21 +58,21 @@ class Estimate:
         return self.ideal_bits / 8 / self.original_bytes if self.original_bytes else 0.0
 
 
-def _default_threads() -> int:
-    return min(4, os.cpu_count() or 1)
+@dataclass(frozen=True)
+class CompressionResult:
+    """What :meth:`Compressor.compress_file` did: sizes, coding time, and the lossy front-end's
+    input and output when one ran (to measure its error)."""
 
+    original_bytes: int
+    compressed_bytes: int
+    seconds: float
+    verified: bool
+    lossy_input: TensorBundle | None = None
+    lossy_output: TensorBundle | None = None
 
-def _group_bytes(bundle: TensorBundle, config: CodecConfig) -> int:
-    if config.group_bytes:
-        return config.group_bytes
-    by_size = Counter()
-    for t in bundle.tensors:
-        by_size[t.itemsize] += len(t.data)
-    return by_size.most_common(1)[0][0] if by_size else 4
-
-
-def _ordered_stream(bundle: TensorBundle, serialization: Serialization) -> bytes:
-    return b"".join(serialization.order_bytes(t.data, t.itemsize) for t in bundle.tensors)
+    @property
+    def rate(self) -> float:
+        return self.compressed_bytes / self.original_bytes if self.original_bytes else 0.0
 
 
 def _as_bundle(source, dtype: str | None) -> TensorBundle:
@@ -122,37 +103,36 @@ class Compressor:
 
     Args:
         model: model spec (see :mod:`lmgc.models`); default ``$LMGC_MODEL`` or SmolLM2-135M.
-        prior: ``llm`` (token mode, the paper's), ``nibble`` (one hex digit per LLM step),
-            ``hybrid`` (nibble LLM mixed with structural context models) or ``context`` (the
-            context models alone: no LLM, megabytes per second).
-        serialization: e.g. ``hex-comma-be`` (default), ``hex-none-le``, ``iso``.
-        group_bytes: bytes per group (1, 2, 4, 8); default the element size.
-        chunk_bytes: bytes per independently coded chunk (one model context each); default
-            1024, or 8 MiB for the context prior.
-        batch_size: chunks run in lockstep; part of the format (decoding repeats it).
-        threads: torch CPU threads; part of the format (results differ between thread counts).
-        dtype, device: what the model computes in; recorded and required for decoding.
+        prior: a name — ``llm`` (token mode, the paper's), ``nibble`` (one hex digit per LLM
+            step), ``hybrid`` (nibble LLM mixed with structural context models), ``context`` (the
+            context models alone: no LLM, megabytes per second) — or a
+            :class:`~lmgc.priors.base.Prior` object.
+        level: for priors offered at several levels (``context``: ``fast``), which one.
+        config: a :class:`~lmgc.config.CodecConfig` (serialization, group, chunk and batch sizes,
+            threads, dtype, device); every one of its fields may also be given as a keyword
+            (``chunk_bytes=512``), replacing the config's.
         progress: show a progress bar on stderr.
         lossy: a lossy front-end (e.g. ``topk:1%+quant:8``, see :mod:`lmgc.lossy`) applied before
             coding; its side information is coded too and decoding returns the dequantized tensors.
     """
 
     def __init__(
-        self, model: str | None = None, *, prior: str | Prior = DEFAULT_PRIOR,
-        serialization: str = DEFAULT_SERIALIZATION, group_bytes: int | None = None,
-        chunk_bytes: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-        threads: int | None = None, dtype: str = "float32", device: str = "cpu",
-        progress: bool = False, lossy: str | None = None,
+        self, model: str | None = None, *, prior: str | Prior = DEFAULT_PRIOR, level: str | None = None,
+        config: CodecConfig | None = None, progress: bool = False,
+        lossy: str | LossyPipeline | None = None, **settings,
     ) -> None:  # fmt: skip
-        prior_cls = prior_class(prior) if isinstance(prior, str) else type(prior)
-        if chunk_bytes is None:
-            chunk_bytes = prior_cls.default_chunk_bytes
-        self.config = CodecConfig(serialization, group_bytes, chunk_bytes, batch_size)
-        self.lossy = parse_lossy(lossy) if lossy else None
-        self.serialization = Serialization.parse(serialization, group_bytes)
+        if isinstance(prior, str):
+            prior_cls = prior_class(prior, level)
+        elif level is not None:
+            raise InputError("give level= with a prior name, not with a prior object")
+        else:
+            prior_cls = type(prior)
+        self.config = CodecConfig.from_settings(config, settings).for_prior(prior_cls.default_chunk_bytes)
+        self.lossy = parse_lossy(lossy) if isinstance(lossy, str) else lossy
         if isinstance(prior, str):  # the model loads only for priors that use one
-            prior = prior_cls.create(self.serialization, threads or _default_threads(),
-                                     lambda: load_model(model, dtype=dtype, device=device, announce=progress))  # fmt: skip
+            config = self.config
+            prior = prior_cls.create(config.serialization, config.threads, lambda: load_model(
+                model, dtype=config.dtype, device=config.device, announce=progress))  # fmt: skip
         self.prior = prior
         self.progress = progress
 
@@ -160,8 +140,9 @@ class Compressor:
         bundle, lossy_info = _as_bundle(source, dtype), None
         if self.lossy is not None:
             bundle, lossy_info = self.lossy.encode(bundle)
-        group = _group_bytes(bundle, self.config)
-        stream = _ordered_stream(bundle, self.serialization)
+        group = self.config.group_for((t.itemsize, len(t.data)) for t in bundle.tensors)
+        serialization = self.config.serialization
+        stream = b"".join(serialization.order_bytes(t.data, t.itemsize) for t in bundle.tensors)
         return _Prepared(bundle, lossy_info, group, stream, split_chunks(stream, self.config.chunk_bytes))
 
     def compress(self, source, dtype: str | None = None) -> bytes:
@@ -171,7 +152,7 @@ class Compressor:
                                   self.config.batch_size, self.progress)  # fmt: skip
         header = {
             "total_bytes": len(prepared.stream),
-            "codec": asdict(self.config) | {"group_bytes": prepared.group},
+            "codec": self.config.header_codec(prepared.group),
             "prior": coded.identity,
             "environment": self.prior.environment(coded.identity),
             **coded.header_fields,
@@ -181,14 +162,36 @@ class Compressor:
             header["lossy"] = prepared.lossy_info
         return pack(header, coded.payloads, coded.n_symbols, (t.data for t in prepared.bundle.tensors))
 
-    def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False) -> int:
-        """Compress ``src`` into ``dst``; returns the compressed size in bytes."""
+    def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False,
+                      verify: bool = False) -> CompressionResult:  # fmt: skip
+        """Compress ``src`` (a path, or anything :meth:`compress` takes) into the file ``dst``.
+
+        ``dst`` is checked before and again after coding (which can take hours) and written
+        atomically; it is never the input file (a caller passing a bundle it read checks that). ``verify`` decodes the result and compares it
+        with what should come back (the lossy front-end's output when one is set) before writing;
+        VerificationError if it differs.
+        """
         dst = Path(dst)
-        check_output_path(dst, force=force, inputs=[src] if isinstance(src, (str, os.PathLike)) else ())
-        data = self.compress(src, dtype)
+        inputs = [src] if isinstance(src, (str, os.PathLike)) else []
+        check_output_path(dst, force=force, inputs=inputs)
+        bundle = _as_bundle(src, dtype)
+        start = time.perf_counter()
+        data = self.compress(bundle)
+        seconds = time.perf_counter() - start
+        expected = self.lossy.decode(*self.lossy.encode(bundle)) if self.lossy else bundle
+        if verify:
+            what = src if inputs else "the input"
+            try:
+                decoded = Decompressor(progress=self.progress).decompress_bundle(data)
+            except LmgcError as exc:
+                raise VerificationError(f"verification failed: the result does not decode to {what}: {exc}") from None
+            if [t.data for t in decoded.tensors] != [t.data for t in expected.tensors]:
+                raise VerificationError(f"verification failed: the result does not decode to {what}")
+        check_output_path(dst, force=force, inputs=inputs)
         with atomic_path(dst) as tmp:
             tmp.write_bytes(data)
-        return len(data)
+        return CompressionResult(bundle.nbytes, len(data), seconds, verify,
+                                 *((bundle, expected) if self.lossy else ()))  # fmt: skip
 
     def estimate(self, source, dtype: str | None = None) -> Estimate:
         """Ideal code length from a full forward pass per chunk (fast; an estimate only).
@@ -223,9 +226,12 @@ def decompress(data: bytes, **kwargs):
     return Decompressor(**kwargs).decompress(data)
 
 
-def compress_file(src, dst, *, dtype: str | None = None, force: bool = False, **kwargs) -> int:
-    return Compressor(**kwargs).compress_file(src, dst, dtype=dtype, force=force)
+def compress_file(src, dst, *, dtype: str | None = None, force: bool = False, verify: bool = False,
+                  **kwargs) -> CompressionResult:  # fmt: skip
+    """One-shot: equals ``Compressor(**kwargs).compress_file(src, dst, ...)``."""
+    return Compressor(**kwargs).compress_file(src, dst, dtype=dtype, force=force, verify=verify)
 
 
 def decompress_file(src, dst, *, force: bool = False, **kwargs) -> Path:
+    """One-shot: equals ``Decompressor(**kwargs).decompress_file(src, dst, force=force)``."""
     return Decompressor(**kwargs).decompress_file(src, dst, force=force)

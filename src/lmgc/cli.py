@@ -20,7 +20,6 @@ from .errors import InputError, LmgcError, VerificationError
 from .eval import cli as eval_cli
 from .header import DEFAULT_MAX_OUTPUT_BYTES
 from .lossy import error_report, parse_lossy
-from .serialize import Serialization
 
 __all__ = ["main", "build_parser"]
 
@@ -42,39 +41,33 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _codec_config(args):
+    """The command line's codec settings, validated before any input is read or model loaded."""
+    from .config import CodecConfig
+
+    return CodecConfig(serialization=args.serialization, group_bytes=args.group_bytes,
+                       chunk_bytes=args.chunk_bytes, batch_size=args.batch, threads=args.threads,
+                       dtype=args.model_dtype, device=args.device)  # fmt: skip
+
+
 def _cmd_compress(args) -> int:
-    from .api import Compressor, Decompressor
-    from .files import atomic_path, check_output_path
+    from .api import Compressor
+    from .files import check_output_path
     from .tensors import read_tensors
 
-    Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
+    config = _codec_config(args)
     pipeline = parse_lossy(args.lossy) if args.lossy else None
     out = Path(args.output) if args.output else Path(str(args.input) + ".lmgc")
-    check_output_path(out, force=args.force, inputs=[args.input])
+    check_output_path(out, force=args.force, inputs=[args.input])  # all before the model loads
     bundle = read_tensors(args.input, args.dtype)
-    compressor = Compressor(
-        args.model, prior=args.prior, serialization=args.serialization,
-        group_bytes=args.group_bytes, chunk_bytes=args.chunk_bytes, batch_size=args.batch,
-        threads=args.threads, dtype=args.model_dtype, device=args.device,
-        progress=not args.quiet, lossy=args.lossy,
-    )  # fmt: skip
-    start = time.perf_counter()
-    data = compressor.compress(bundle)
-    seconds = time.perf_counter() - start
-    expected = pipeline.decode(*pipeline.encode(bundle)) if pipeline else bundle
-    if args.verify:
-        decoded = Decompressor(progress=not args.quiet).decompress_bundle(data)
-        if [t.data for t in decoded.tensors] != [t.data for t in expected.tensors]:
-            raise VerificationError(f"verification failed: the result does not decode to {args.input}")
-    check_output_path(out, force=args.force, inputs=[args.input])  # again: coding can take hours
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(data)
-    original = bundle.nbytes
-    rate = len(data) / original if original else 0.0
-    print(f"{args.input} -> {out}: {_human(original)} -> {_human(len(data))} ({100 * rate:.2f}%), "
-          f"{original / seconds:,.0f} B/s{', verified' if args.verify else ''}")  # fmt: skip
+    compressor = Compressor(args.model, prior=args.prior, level=args.level, config=config,
+                            progress=not args.quiet, lossy=pipeline)  # fmt: skip
+    result = compressor.compress_file(bundle, out, force=args.force, verify=args.verify)
+    print(f"{args.input} -> {out}: {_human(result.original_bytes)} -> {_human(result.compressed_bytes)} "
+          f"({100 * result.rate:.2f}%), {result.original_bytes / result.seconds:,.0f} B/s"
+          f"{', verified' if result.verified else ''}")  # fmt: skip
     if pipeline:
-        report = error_report(bundle, expected)
+        report = error_report(result.lossy_input, result.lossy_output)
         print(f"lossy {args.lossy}: max abs error {report['max_abs']:.3g}, "
               f"relative L2 error {report['rel_l2']:.3g} (side information included in the size)")
     return 0
@@ -102,6 +95,7 @@ def _cmd_decompress(args) -> int:
 def _cmd_info(args) -> int:
     from .api import read_container_info
     from .files import read_input_bytes
+    from .priors import recorded_class
     from .tensors import TensorBundle
 
     path = Path(args.input)
@@ -122,8 +116,9 @@ def _cmd_info(args) -> int:
     if "ideal_bits" in header:
         lines.append(f"ideal:         {header['ideal_bits'] / 8:,.0f} B (cross-entropy of the coded symbols)")
     lines += [
-        f"serialization: {codec['serialization']}, {codec['group_bytes']} B per group",
-        *_prior_lines(prior, codec),
+        f"serialization: {codec['serialization']}, {codec['group_bytes']} B per group, "
+        f"batches of {codec['batch_size']} chunks",
+        *(f"{label + ':':<15}{text}" for label, text in recorded_class(prior["kind"]).describe(prior)),
         "environment:   " + ", ".join(f"{k} {v}" for k, v in header["environment"].items()),
         f"tensors:       {len(manifest['tensors'])} ({manifest['format']})",
     ]
@@ -141,32 +136,14 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _prior_lines(prior: dict, codec: dict) -> list[str]:
-    """What ``lmgc info`` says about the recorded prior, whatever its kind."""
-    if prior["kind"] == "context":
-        return [f"prior:         context models, digit contexts {' '.join(prior['digit_contexts'])}"]
-    from .priors.hybrid import CONTEXT_EXPERTS
-
-    llm = prior.get("llm", prior)
-    mixed = f" mixed with context models {', '.join(CONTEXT_EXPERTS)}" if "llm" in prior else ""
-    return [
-        f"prior:         {prior['kind']} {llm['model']}{mixed} ({llm['dtype']} on {llm['device']}, "
-        f"{llm['threads']} threads, batch {codec['batch_size']})",
-        f"weights:       sha256 {llm['weights_sha256'][:16]}…, tokenizer {llm['tokenizer_sha256'][:16]}…",
-    ]
-
-
 def _cmd_estimate(args) -> int:
     from .api import Compressor
     from .tensors import read_tensors
 
-    Serialization.parse(args.serialization, args.group_bytes)  # fail fast, before any loading
+    config = _codec_config(args)
     bundle = read_tensors(args.input, args.dtype)
-    compressor = Compressor(
-        args.model, prior=args.prior, serialization=args.serialization,
-        group_bytes=args.group_bytes, chunk_bytes=args.chunk_bytes, threads=args.threads,
-        dtype=args.model_dtype, device=args.device, progress=not args.quiet,
-    )  # fmt: skip
+    compressor = Compressor(args.model, prior=args.prior, level=args.level, config=config,
+                            progress=not args.quiet)  # fmt: skip
     start = time.perf_counter()
     est = compressor.estimate(bundle)
     seconds = time.perf_counter() - start
@@ -236,7 +213,7 @@ def _cmd_demo(args) -> int:
     spec = compressor.prior.lm.spec
     _demo_rows(f"2. the first {sample.nbytes:,} bytes of its float32 gradients through the LLM, decoded and "
                "compared: identical", sample.tobytes(), [
-        (f"lmgc --prior {args.prior} ({spec}, {compressor.config.serialization})", len(blob)),
+        (f"lmgc --prior {args.prior} ({spec}, {compressor.config.serialization.spec})", len(blob)),
         ("  of which coded chunks (the paper's measure, without the header)", read_container_info(blob)["payload_bytes"]),
         ("lmgc --prior context (no LLM)", len(context_blob)),
     ])  # fmt: skip
@@ -254,6 +231,8 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
         DEFAULT_PRIOR,
         PRIORS,
     )
+    from .config import MODEL_DTYPES
+    from .priors import LEVELS
     from .serialize import DEFAULT_SERIALIZATION
 
     parser.add_argument("input", help="tensor file: .npy, .pt/.pth, .safetensors, or raw with --dtype")
@@ -262,6 +241,9 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
                         help="llm: the LLM on the paper's tokens (default); nibble: the LLM one hex "
                         "digit per step; hybrid: nibble LLM mixed with structural context models "
                         "(best rate); context: the context models alone (no LLM, MB/s)")  # fmt: skip
+    parser.add_argument("--level", choices=sorted({level for _, level in LEVELS}),
+                        help="for priors offered at several levels: " + ", ".join(
+                            f"{name} {level}" for name, level in LEVELS))  # fmt: skip
     _add_model_options(parser)
     parser.add_argument("--serialization", "-s", default=DEFAULT_SERIALIZATION,
                         help=f"ENCODING[-SEPARATOR][-le|-be], e.g. hex-comma-be (default "
@@ -274,7 +256,7 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default min(4, cores))")
-    parser.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--model-dtype", default="float32", choices=MODEL_DTYPES)
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

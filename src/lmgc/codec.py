@@ -118,11 +118,35 @@ def decode_symbols(
     return out
 
 
+class _NoBar:
+    """What a disabled bar does: nothing (without importing tqdm, a twentieth of a second)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def progress_bar(total: int, desc: str, enabled: bool, unit: str = "sym"):
     """A tqdm bar on stderr (results go to stdout); disabled, it costs nothing."""
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True,
                 file=sys.stderr, dynamic_ncols=True)  # fmt: skip
 
 

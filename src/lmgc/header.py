@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import CorruptDataError, LimitExceededError, SerializationError
 from .schema import corrupt, integer, mapping, text
-from .serialize import Serialization
+from .serialize import Serialization, check_group_bytes
 from .tensors import ITEMSIZE
 from .wire import Reader, decode_value, encode_value
 
@@ -127,7 +127,8 @@ def _check_codec(codec) -> tuple[dict, Serialization]:
     codec = mapping(codec, "codec", {"serialization", "group_bytes", "chunk_bytes", "batch_size"})
     group = integer(codec["group_bytes"], "group_bytes", 1, 8)
     try:
-        serialization = Serialization.parse(text(codec["serialization"], "serialization"), group)
+        check_group_bytes(group)
+        serialization = Serialization.parse(text(codec["serialization"], "serialization"))
     except SerializationError as exc:
         raise corrupt(f"serialization: {exc}", codec["serialization"]) from None
     integer(codec["chunk_bytes"], "chunk_bytes", 1, MAX_CHUNK_BYTES)

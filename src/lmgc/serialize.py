@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import SerializationError
 
-__all__ = ["Serialization", "SEPARATORS", "DEFAULT_SERIALIZATION", "hex_digits", "pack_hex_digits"]
+__all__ = ["Serialization", "SEPARATORS", "DEFAULT_SERIALIZATION", "GROUP_SIZES", "check_group_bytes",
+           "hex_digits", "pack_hex_digits"]  # fmt: skip
 
 #: Separator names usable in a serialization spec, as in ``hex-commaspace``.
 SEPARATORS: dict[str, str] = {
@@ -47,26 +48,25 @@ class Serialization:
         byte_order: ``"big"`` puts the sign/exponent byte of each value first (measured to help the
             LLM); ``"little"`` keeps the native layout the paper used. Applied per tensor element
             before chunking, see :meth:`order_bytes`.
-        group_bytes: bytes per group; ``None`` means the element size of the data's dtype.
+
+    Bytes per group are not part of it: they follow from the data (or
+    :class:`~lmgc.config.CodecConfig`) and are passed to each call.
     """
 
     encoding: str = "hex"
     separator: str = " "
     byte_order: str = "big"
-    group_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.encoding not in _ENCODINGS:
             raise SerializationError(f"unknown encoding {self.encoding!r}; use one of {_ENCODINGS}")
         if self.byte_order not in _BYTE_ORDERS.values():
             raise SerializationError(f"byte order must be 'little' or 'big', not {self.byte_order!r}")
-        if self.group_bytes is not None and self.group_bytes not in (1, 2, 4, 8):
-            raise SerializationError(f"bytes per group must be 1, 2, 4 or 8, not {self.group_bytes}")
         if self.separator not in SEPARATORS.values():
             raise SerializationError(f"separator {self.separator!r} is not one of {sorted(SEPARATORS)}")
 
     @classmethod
-    def parse(cls, spec: str, group_bytes: int | None = None) -> Serialization:
+    def parse(cls, spec: str) -> Serialization:
         """Build from a spec like ``hex``, ``hex-space``, ``hex-commaspace-le`` or ``iso-space``."""
         parts = spec.lower().split("-")
         encoding, rest = parts[0], parts[1:]
@@ -81,7 +81,7 @@ class Serialization:
                 f"{_ENCODINGS} and separator in {sorted(SEPARATORS)}"
             )
         separator = SEPARATORS[rest[0]] if rest else ""
-        return cls(encoding, separator, byte_order, group_bytes)
+        return cls(encoding, separator, byte_order)
 
     @property
     def spec(self) -> str:
@@ -140,6 +140,17 @@ class Serialization:
             return 0
         n_groups = -(-n_bytes // group_bytes)
         return n_bytes * self._group_chars() + (n_groups - 1) * len(self.separator)
+
+
+#: Bytes per group the serializations support (the element sizes of the float and int dtypes).
+GROUP_SIZES = (1, 2, 4, 8)
+
+
+def check_group_bytes(group_bytes: int) -> int:
+    """``group_bytes`` if it is one of :data:`GROUP_SIZES`; SerializationError otherwise."""
+    if group_bytes not in GROUP_SIZES or isinstance(group_bytes, bool):
+        raise SerializationError(f"bytes per group must be 1, 2, 4 or 8, not {group_bytes!r}")
+    return group_bytes
 
 
 def hex_digits(data: bytes, dtype=np.int64) -> np.ndarray:

@@ -76,6 +76,11 @@ class Prior(Protocol):
         ...
 
     @classmethod
+    def describe(cls, identity: dict) -> list[tuple[str, str]]:
+        """``(label, text)`` lines ``lmgc info`` prints about a (checked) recorded identity."""
+        ...
+
+    @classmethod
     def check_symbol_counts(cls, n_symbols: Sequence[int], sizes: Sequence[int],
                             serialization: Serialization, group: int) -> None:  # fmt: skip
         """CorruptDataError for symbol counts no chunk of these sizes can have (before any model

@@ -111,30 +111,53 @@ class CountTable:
 
 
 def _log2_rising(n_max: int, alpha: float) -> np.ndarray:
-    """``out[n] = log2(alpha (alpha+1) ... (alpha+n-1))``: adaptive code lengths in closed form."""
+    """``out[n] = log2(alpha (alpha+1) ... (alpha+n-1))``: adaptive code lengths in closed form.
+    A cumulative sum is sequential, so a longer table starts with exactly the shorter one."""
     return np.concatenate([[0.0], np.cumsum(np.log2(np.arange(n_max) + alpha))])
 
 
-def _adaptive_bits(contexts: np.ndarray, digits: np.ndarray) -> float:
-    """Exact code length of adaptive KT counts per context (independent of the coding order)."""
-    contexts = contexts - contexts.min(initial=0)
-    counts = np.bincount(contexts * 16 + digits, minlength=(int(contexts.max(initial=0)) + 1) * 16)
-    counts = counts.reshape(-1, 16)
-    totals = counts.sum(axis=1)
-    n_max = int(totals.max(initial=0))
-    return float(_log2_rising(n_max, 16 * ALPHA)[totals].sum() - _log2_rising(n_max, ALPHA)[counts].sum())
+class _AdaptiveCost:
+    """Exact code length of adaptive KT counts per context (independent of the coding order) for
+    every context kind at one digit position, from one joint histogram of the position's digits
+    over all structured contexts: each kind's counts are a marginal of it, so the data is read
+    once per position instead of once per kind. Each kind's count rows are laid out exactly as
+    its context indices order them (from the lowest context seen to the highest), so the sums
+    are the same floating-point sums whatever the route."""
+
+    _SHAPE = (17, 17, 17, 2, 16)  # previous digit, previous value, value before, zero, digit
+
+    def __init__(self, n_max: int) -> None:
+        self.totals_table = _log2_rising(n_max, 16 * ALPHA)
+        self.counts_table = _log2_rising(n_max, ALPHA)
+
+    def histogram(self, d1, prev, prev2, zero, digits) -> np.ndarray:
+        index = structured_context(0, d1, prev, prev2, zero) * 16 + digits
+        return np.bincount(index, minlength=int(np.prod(self._SHAPE))).reshape(self._SHAPE)
+
+    def bits(self, joint: np.ndarray, kind: str) -> float:
+        used = KINDS[kind]
+        marginal = joint.sum(axis=tuple(axis for axis, use in enumerate(used) if not use))
+        rows = np.zeros(self._SHAPE, dtype=joint.dtype)
+        rows[tuple(slice(None) if use else NONE for use in used)] = marginal
+        rows = rows.reshape(-1, 16)
+        totals = rows.sum(axis=1)
+        present = np.flatnonzero(totals)
+        if not len(present):
+            return 0.0
+        counts, totals = rows[present[0] : present[-1] + 1], totals[present[0] : present[-1] + 1]
+        return float(self.totals_table[totals].sum() - self.counts_table[counts].sum())
 
 
 def _zero_so_far(matrix: np.ndarray) -> np.ndarray:
-    """(values, width) int64: 1 where all digits before position p are zero."""
-    zero = np.ones(matrix.shape, dtype=np.int64)
+    """(values, width): 1 where all digits before position p are zero."""
+    zero = np.ones(matrix.shape, dtype=matrix.dtype)
     np.cumprod(matrix[:, :-1] == 0, axis=1, out=zero[:, 1:])
     return zero
 
 
 def _neighbours(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The previous value's and the value before's digits (``NONE`` at the start)."""
-    none = np.full((2, matrix.shape[1]), NONE, dtype=np.int64)
+    none = np.full((2, matrix.shape[1]), NONE, dtype=matrix.dtype)
     return np.vstack([none[:1], matrix[:-1]]), np.vstack([none, matrix[:-2]])[: len(matrix)]
 
 
@@ -146,24 +169,35 @@ def _fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) 
     return np.concatenate([matrix[s : s + block_values] for s in starts])
 
 
+#: Code lengths closer than this are ties (they differ only by floating-point summation order).
+TIE_BITS = 1e-6
+
+
+def _cheapest(kinds, bits: dict[str, float]) -> str:
+    """The first of ``kinds`` (simplest first) within :data:`TIE_BITS` of the cheapest: periodic
+    data gives several kinds the same counts, and the choice must not hang on rounding."""
+    best = min(bits[kind] for kind in kinds)
+    return next(kind for kind in kinds if bits[kind] <= best + TIE_BITS)
+
+
 def choose_kinds(matrix: np.ndarray) -> list[str]:
     """A context kind per digit position: the sequential prefix and kinds that minimize the exact
     adaptive code length of (a sample of) the data."""
     width = matrix.shape[1]
     if not len(matrix):
         return ["z"] * width
-    sample = _fit_sample(matrix)
+    sample = _fit_sample(matrix).astype(np.int32)  # contexts < 2^18: int32 halves the traffic
     previous, previous2 = _neighbours(sample)
     zero = _zero_so_far(sample)
+    cost = _AdaptiveCost(len(sample))
     sequential, plain = [], []
     for p in range(width):
-        d1 = sample[:, p - 1] if p else np.full(len(sample), NONE)
-        bits = {kind: _adaptive_bits(kind_context(kind, p, d1, previous[:, p], previous2[:, p],
-                                                  zero[:, p]), sample[:, p])
-                for kind in SEQUENTIAL_KINDS | PLAIN_KINDS}  # fmt: skip
+        d1 = sample[:, p - 1] if p else np.full(len(sample), NONE, dtype=np.int32)
+        joint = cost.histogram(d1, previous[:, p], previous2[:, p], zero[:, p], sample[:, p])
+        bits = {kind: cost.bits(joint, kind) for kind in SEQUENTIAL_KINDS | PLAIN_KINDS}
         bits[RAW] = 4.0 * len(sample)
-        sequential.append(min(SEQUENTIAL_KINDS, key=bits.__getitem__))
-        plain.append(min([*PLAIN_KINDS, RAW], key=bits.__getitem__))
+        sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
+        plain.append(_cheapest([*PLAIN_KINDS, RAW], bits))
         bits_saved = bits[plain[-1]] - bits[sequential[-1]]
         plain[-1], sequential[-1] = (plain[-1], 0.0), (sequential[-1], bits_saved)
     saved = np.concatenate([[0.0], np.cumsum([bits_saved for _, bits_saved in sequential])])
@@ -296,6 +330,10 @@ class ContextPrior:
     @classmethod
     def environment(cls, identity: dict) -> dict:
         return context_environment()
+
+    @classmethod
+    def describe(cls, identity: dict) -> list[tuple[str, str]]:
+        return [("prior", f"context models (level fast), digit contexts {' '.join(identity['digit_contexts'])}")]
 
     @classmethod
     def check_symbol_counts(cls, n_symbols, sizes, serialization, group: int) -> None:

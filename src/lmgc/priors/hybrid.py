@@ -70,6 +70,11 @@ class HybridPrior(SteppedPrior):
     def environment(cls, identity: dict) -> dict:
         return NibblePrior.environment(identity["llm"])
 
+    @classmethod
+    def describe(cls, identity: dict) -> list[tuple[str, str]]:
+        (label, llm), *rest = NibblePrior.describe(identity["llm"])
+        return [(label, f"hybrid: {llm}, mixed with context models {', '.join(CONTEXT_EXPERTS)}"), *rest]
+
     @property
     def threads(self) -> int:
         return self.llm.threads

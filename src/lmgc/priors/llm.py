@@ -149,6 +149,13 @@ class _LLMBase(SteppedPrior):
     def environment(cls, identity: dict) -> dict:
         return environment(identity["device"])
 
+    @classmethod
+    def describe(cls, identity: dict) -> list[tuple[str, str]]:
+        return [("prior", f"{identity['kind']} {identity['model']} ({identity['dtype']} on "
+                          f"{identity['device']}, {identity['threads']} threads)"),
+                ("weights", f"sha256 {identity['weights_sha256'][:16]}…, "
+                            f"tokenizer {identity['tokenizer_sha256'][:16]}…")]  # fmt: skip
+
     def __init__(self, lm: LanguageModel, token_ids: Sequence[int], threads: int) -> None:
         import torch
 

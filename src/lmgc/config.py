@@ -1,0 +1,108 @@
+"""What shapes the coded bits besides the prior: one frozen :class:`CodecConfig`.
+
+The header records it — the coding layout under ``codec`` (serialization, group, chunk and batch
+sizes), how the model computes (threads, dtype, device) in the prior's identity — and the decoder
+replays it exactly. Everything is validated and the serialization parsed here, once, before any
+input is read or model loaded.
+
+>>> CodecConfig(serialization="hex-space-le", chunk_bytes=512).serialization.spec
+'hex-space-le'
+>>> CodecConfig(batch_size=0)
+Traceback (most recent call last):
+lmgc.errors.SerializationError: batch size must be in [1, 65536], not 0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from .errors import SerializationError
+from .header import MAX_BATCH, MAX_CHUNK_BYTES
+from .serialize import DEFAULT_SERIALIZATION, Serialization, check_group_bytes
+
+__all__ = ["CodecConfig", "DEFAULT_BATCH_SIZE", "MODEL_DTYPES", "default_threads"]
+
+DEFAULT_BATCH_SIZE = 16
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def default_threads() -> int:
+    """Torch CPU threads when none are given: results differ between thread counts, so the count
+    is recorded; more than 4 rarely pays for a 135M model."""
+    return min(4, os.cpu_count() or 1)
+
+
+def _bounded(value, name: str, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise SerializationError(f"{name} must be in [1, {high}], not {value!r}")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Settings that decide the coded bits (see the module docstring).
+
+    Attributes:
+        serialization: a spec like ``hex-comma-be`` or a :class:`~lmgc.serialize.Serialization`;
+            stored parsed.
+        group_bytes: bytes per group (1, 2, 4, 8); ``None``: the data's most common element size.
+        chunk_bytes: bytes per independently coded chunk; ``None``: the prior's default
+            (:meth:`for_prior`).
+        batch_size: chunks run in lockstep (decoding repeats it).
+        threads: torch CPU threads; ``None``: :func:`default_threads`.
+        dtype, device: what an LLM computes in.
+    """
+
+    serialization: Serialization | str = DEFAULT_SERIALIZATION
+    group_bytes: int | None = None
+    chunk_bytes: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threads: int | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.serialization, str):
+            object.__setattr__(self, "serialization", Serialization.parse(self.serialization))
+        elif not isinstance(self.serialization, Serialization):
+            raise SerializationError(f"serialization must be a spec string, not {self.serialization!r}")
+        if self.group_bytes is not None:
+            check_group_bytes(self.group_bytes)
+        if self.chunk_bytes is not None:
+            _bounded(self.chunk_bytes, "chunk size", MAX_CHUNK_BYTES)
+        _bounded(self.batch_size, "batch size", MAX_BATCH)
+        if self.threads is not None:
+            _bounded(self.threads, "threads", 4096)
+        if self.dtype not in MODEL_DTYPES:
+            raise SerializationError(f"model dtype must be one of {MODEL_DTYPES}, not {self.dtype!r}")
+
+    @classmethod
+    def from_settings(cls, base: CodecConfig | None, settings: dict) -> CodecConfig:
+        """``base`` (or the defaults) with ``settings`` (keyword arguments named like the fields)
+        replacing its fields; TypeError for a name that is not a field, as Python does."""
+        unknown = sorted(set(settings) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"unexpected codec setting(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(cls.__dataclass_fields__)}")  # fmt: skip
+        return replace(base or cls(), **settings)
+
+    def for_prior(self, default_chunk_bytes: int) -> CodecConfig:
+        """This config with the defaults that depend on the prior and the machine filled in."""
+        return replace(self, chunk_bytes=self.chunk_bytes or default_chunk_bytes,
+                       threads=self.threads or default_threads())  # fmt: skip
+
+    def group_for(self, element_sizes: Iterable[tuple[int, int]]) -> int:
+        """Bytes per group for data of ``(itemsize, nbytes)`` pieces: the configured size, else the
+        element size holding the most bytes (4 for no data)."""
+        if self.group_bytes:
+            return self.group_bytes
+        totals: dict[int, int] = {}
+        for itemsize, nbytes in element_sizes:
+            totals[itemsize] = totals.get(itemsize, 0) + nbytes
+        return max(totals, key=totals.__getitem__, default=4)  # ties: the first seen
+
+    def header_codec(self, group: int) -> dict:
+        """The header's ``codec`` field (key order is part of the coded bytes)."""
+        return {"serialization": self.serialization.spec, "group_bytes": group,
+                "chunk_bytes": self.chunk_bytes, "batch_size": self.batch_size}  # fmt: skip
