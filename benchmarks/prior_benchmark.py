@@ -61,41 +61,26 @@ def ensure_files() -> None:
             main(["collect", *args, "--out", str(path.parent), "--no-progress"])
 
 
-def payload_probe(codec):
-    """Wraps an lmgc codec so each container's payload (without the header) is recorded too."""
-    from lmgc.api import read_container_info
-
-    compress = codec.compress
-    codec.payloads = []
-
-    def recording(data, dtype):
-        blob = compress(data, dtype)
-        codec.payloads.append(read_container_info(blob)["payload_bytes"])
-        return blob
-
-    codec.compress = recording
-    return codec
-
-
 def run(window_bytes: int, windows: int, seed: int, chunk_bytes: int, batch: int) -> dict:
     from lmgc.eval.bench import run_bench
-    from lmgc.eval.lmgc_codec import LmgcCodec
+    from lmgc.eval.lmgc_codec import ContainerProbe, LmgcCodec
 
-    context = payload_probe(LmgcCodec(SERIALIZATION, prior="context"))
+    context = ContainerProbe(LmgcCodec(SERIALIZATION, prior="context"))  # payloads without the header
     report = {"files": {}}
     for label, (path, _) in FILES.items():
         print(f"== {label}", file=sys.stderr)
         whole = run_bench([path], [*CLASSICAL, context], ["whole"])
-        llm = [payload_probe(LmgcCodec(SERIALIZATION, prior=p, chunk_bytes=chunk_bytes, batch_size=batch))
+        llm = [ContainerProbe(LmgcCodec(SERIALIZATION, prior=p, chunk_bytes=chunk_bytes, batch_size=batch))
                for p in LLM_PRIORS]
-        context.payloads.clear()
+        context.containers.clear()
         windowed = run_bench([path], [*CLASSICAL, context, *llm], ["whole"], sample_bytes=window_bytes,
                              windows=windows, seed=seed, progress=True)  # fmt: skip
         window_rows = [dict(r.__dict__) for r in windowed]
         for row in window_rows:  # each lmgc codec's last `windows` containers are these windows
             codec = next((c for c in [context, *llm] if c.name == row["codec"]), None)
             if codec is not None and row["status"] == "ok":
-                row["payload_pct"] = 100 * sum(codec.payloads[-windows:]) / row["measured_bytes"]
+                payloads = [info["payload_bytes"] for info in codec.containers[-windows:]]
+                row["payload_pct"] = 100 * sum(payloads) / row["measured_bytes"]
         report["files"][label] = {
             "path": str(path.relative_to(ROOT)),
             "bytes": whole[0].measured_bytes,

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .api import (
     CodecConfig,
+    CompressionResult,
     Compressor,
     Decompressor,
     Estimate,
@@ -32,6 +33,7 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "CodecConfig",
+    "CompressionResult",
     "Compressor",
     "Decompressor",
     "Estimate",

