@@ -117,29 +117,46 @@ def _log2_rising(n_max: int, alpha: float) -> np.ndarray:
 
 
 class _AdaptiveCost:
-    """Exact code length of adaptive KT counts per context (independent of the coding order) for
-    every context kind at one digit position, from one joint histogram of the position's digits
-    over all structured contexts: each kind's counts are a marginal of it, so the data is read
-    once per position instead of once per kind. Each kind's count rows are laid out exactly as
-    its context indices order them (from the lowest context seen to the highest), so the sums
-    are the same floating-point sums whatever the route."""
+    """Exact code length of adaptive KT counts per context (independent of the coding order) of
+    every context kind at one digit position.
+
+    Large inputs are read once per position into a joint histogram over all structured contexts,
+    each kind's counts being a marginal of it; small ones (where the histogram's 157k bins cost
+    more than the data) are counted per kind. Both lay a kind's count rows out as its context
+    indices order them, from the lowest context seen to the highest, so the floating-point sums
+    are the same whichever route an input takes.
+    """
 
     _SHAPE = (17, 17, 17, 2, 16)  # previous digit, previous value, value before, zero, digit
+    DIRECT_MAX = 1 << 14  # values up to which counting per kind is cheaper
 
     def __init__(self, n_max: int) -> None:
         self.totals_table = _log2_rising(n_max, 16 * ALPHA)
         self.counts_table = _log2_rising(n_max, ALPHA)
 
-    def histogram(self, d1, prev, prev2, zero, digits) -> np.ndarray:
+    def costs(self, d1, prev, prev2, zero, digits) -> dict[str, float]:
+        kinds = SEQUENTIAL_KINDS | PLAIN_KINDS
+        if len(digits) <= self.DIRECT_MAX:
+            return {kind: self._bits(self._kind_rows(kind, d1, prev, prev2, zero, digits)) for kind in kinds}
         index = structured_context(0, d1, prev, prev2, zero) * 16 + digits
-        return np.bincount(index, minlength=int(np.prod(self._SHAPE))).reshape(self._SHAPE)
+        joint = np.bincount(index, minlength=int(np.prod(self._SHAPE))).reshape(self._SHAPE)
+        return {kind: self._bits(self._marginal_rows(joint, kind)) for kind in kinds}
 
-    def bits(self, joint: np.ndarray, kind: str) -> float:
+    @staticmethod
+    def _kind_rows(kind: str, d1, prev, prev2, zero, digits) -> np.ndarray:
+        """Rows from the lowest context seen on (the ones before it are empty)."""
+        contexts = kind_context(kind, 0, d1, prev, prev2, zero)
+        contexts -= contexts.min()
+        return np.bincount(contexts * 16 + digits, minlength=(int(contexts.max()) + 1) * 16).reshape(-1, 16)
+
+    def _marginal_rows(self, joint: np.ndarray, kind: str) -> np.ndarray:
         used = KINDS[kind]
         marginal = joint.sum(axis=tuple(axis for axis, use in enumerate(used) if not use))
         rows = np.zeros(self._SHAPE, dtype=joint.dtype)
         rows[tuple(slice(None) if use else NONE for use in used)] = marginal
-        rows = rows.reshape(-1, 16)
+        return rows.reshape(-1, 16)
+
+    def _bits(self, rows: np.ndarray) -> float:
         totals = rows.sum(axis=1)
         present = np.flatnonzero(totals)
         if not len(present):
@@ -193,8 +210,7 @@ def choose_kinds(matrix: np.ndarray) -> list[str]:
     sequential, plain = [], []
     for p in range(width):
         d1 = sample[:, p - 1] if p else np.full(len(sample), NONE, dtype=np.int32)
-        joint = cost.histogram(d1, previous[:, p], previous2[:, p], zero[:, p], sample[:, p])
-        bits = {kind: cost.bits(joint, kind) for kind in SEQUENTIAL_KINDS | PLAIN_KINDS}
+        bits = cost.costs(d1, previous[:, p], previous2[:, p], zero[:, p], sample[:, p])
         bits[RAW] = 4.0 * len(sample)
         sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
         plain.append(_cheapest([*PLAIN_KINDS, RAW], bits))
