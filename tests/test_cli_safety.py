@@ -23,7 +23,7 @@ import torch
 
 import lmgc.api
 import lmgc.files
-import lmgc.tensors
+import lmgc.sources
 from lmgc.cli import main
 from lmgc.errors import (
     CorruptDataError,
@@ -302,7 +302,7 @@ def test_os_and_memory_errors_are_one_line(grad, capsys, monkeypatch):
     def exhausted(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(lmgc.tensors, "read_tensors", exhausted)
+    monkeypatch.setattr(lmgc.sources, "open_tensors", exhausted)
     assert _error(capsys, "compress", str(grad), *CONTEXT) == "lmgc: error: out of memory"
     assert _files(grad.parent) == before
 

@@ -26,11 +26,14 @@ from .decoder import INTEGRITY, Decompressor, read_container_info
 from .environment import environment
 from .errors import InputError, LmgcError, VerificationError
 from .files import atomic_path, check_output_path
+from .header import header_fields
 from .lossy import LossyPipeline, parse_lossy
 from .models import load_model
 from .priors import PRIORS as _PRIOR_CLASSES
 from .priors import ContextPrior, Prior, prior_class
 from .priors.base import SteppedPrior
+from .sources import TensorFile, open_folder, open_tensors
+from .stream import encode_file, streams
 from .tensors import TensorBundle, bundle_objects, raw_bundle, read_tensors
 
 __all__ = [
@@ -78,6 +81,8 @@ class CompressionResult:
 def _as_bundle(source, dtype: str | None) -> TensorBundle:
     if isinstance(source, TensorBundle):
         return source
+    if isinstance(source, TensorFile):
+        return source.load()
     if isinstance(source, (str, os.PathLike)):
         return read_tensors(source, dtype)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -138,6 +143,8 @@ class Compressor:
 
     def _prepare(self, source, dtype) -> _Prepared:
         bundle, lossy_info = _as_bundle(source, dtype), None
+        if self.lossy is not None and bundle.format == "folder":
+            raise InputError("the lossy front-end codes one tensor file at a time, not a folder")
         if self.lossy is not None:
             bundle, lossy_info = self.lossy.encode(bundle)
         group = self.config.group_for((t.itemsize, len(t.data)) for t in bundle.tensors)
@@ -150,37 +157,39 @@ class Compressor:
         prepared = self._prepare(source, dtype)
         coded = self.prior.encode(prepared.stream, prepared.chunks, prepared.group,
                                   self.config.batch_size, self.progress)  # fmt: skip
-        header = {
-            "total_bytes": len(prepared.stream),
-            "codec": self.config.header_codec(prepared.group),
-            "prior": coded.identity,
-            "environment": self.prior.environment(coded.identity),
-            **coded.header_fields,
-            "manifest": prepared.bundle.manifest(),
-        }
-        if prepared.lossy_info is not None:
-            header["lossy"] = prepared.lossy_info
+        header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group), coded.identity,
+                               self.prior.environment(coded.identity), coded.header_fields,
+                               prepared.bundle.manifest(), prepared.lossy_info)  # fmt: skip
         return pack(header, coded.payloads, coded.n_symbols, (t.data for t in prepared.bundle.tensors))
 
     def compress_file(self, src, dst, *, dtype: str | None = None, force: bool = False,
                       verify: bool = False) -> CompressionResult:  # fmt: skip
-        """Compress ``src`` (a path, or anything :meth:`compress` takes) into the file ``dst``.
+        """Compress ``src`` (a path, a folder's path: all its files, an opened
+        :class:`~lmgc.sources.TensorFile`, or anything :meth:`compress` takes) into the file ``dst``.
 
         ``dst`` is checked before and again after coding (which can take hours) and written
-        atomically; it is never the input file (a caller passing a bundle it read checks that). ``verify`` decodes the result and compares it
+        atomically; it is never the input file. With the context prior and no lossy front-end a
+        file is coded piece by piece (:mod:`lmgc.stream`: memory for a few chunks, whatever the
+        file's size); other priors read it whole. ``verify`` decodes the result and compares it
         with what should come back (the lossy front-end's output when one is set) before writing;
         VerificationError if it differs.
         """
         dst = Path(dst)
-        inputs = [src] if isinstance(src, (str, os.PathLike)) else []
-        check_output_path(dst, force=force, inputs=inputs)
+        path = src.path if isinstance(src, TensorFile) else src if isinstance(src, (str, os.PathLike)) else None
+        check_output_path(dst, force=force, inputs=[path] if path is not None else [])
+        what = path if path is not None else "the input"
+        if isinstance(src, (str, os.PathLike)):
+            src = open_folder(src, dtype) if Path(src).is_dir() else open_tensors(src, dtype)
+        inputs = src.inputs if isinstance(src, TensorFile) else []
+        check_output_path(dst, force=force, inputs=inputs)  # none of a folder's files either
+        if isinstance(src, TensorFile) and streams(self.prior) and self.lossy is None:
+            return self._compress_streaming(src, dst, force, verify, inputs, what)
         bundle = _as_bundle(src, dtype)
         start = time.perf_counter()
         data = self.compress(bundle)
         seconds = time.perf_counter() - start
         expected = self.lossy.decode(*self.lossy.encode(bundle)) if self.lossy else bundle
         if verify:
-            what = src if inputs else "the input"
             try:
                 decoded = Decompressor(progress=self.progress).decompress_bundle(data)
             except LmgcError as exc:
@@ -192,6 +201,24 @@ class Compressor:
             tmp.write_bytes(data)
         return CompressionResult(bundle.nbytes, len(data), seconds, verify,
                                  *((bundle, expected) if self.lossy else ()))  # fmt: skip
+
+    def _compress_streaming(self, source: TensorFile, dst: Path, force: bool, verify: bool, inputs: list,
+                            what) -> CompressionResult:  # fmt: skip
+        """Code ``source`` into the temporary file of ``dst`` as it is read; ``verify`` decodes
+        that file: the digest it must match was computed over the input as it was read, so
+        decoding to it is decoding to the input."""
+        with atomic_path(dst) as tmp:
+            start = time.perf_counter()
+            with open(tmp, "wb") as out:
+                size = encode_file(self.prior, self.config, source, out, self.progress)
+            seconds = time.perf_counter() - start
+            if verify:
+                try:
+                    Decompressor(progress=self.progress, max_output_bytes=None).check_file(tmp)
+                except LmgcError as exc:
+                    raise VerificationError(f"verification failed: the result does not decode to {what}: {exc}") from None
+            check_output_path(dst, force=force, inputs=inputs)
+        return CompressionResult(source.nbytes, size, seconds, verify)
 
     def estimate(self, source, dtype: str | None = None) -> Estimate:
         """Ideal code length from a full forward pass per chunk (fast; an estimate only).

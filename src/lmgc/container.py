@@ -32,13 +32,14 @@ import hashlib
 import io
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from . import header as header_schema
 from .errors import (
     CorruptDataError,
+    InputError,
     LimitExceededError,
     NotAnLmgcFileError,
     UnsupportedVersionError,
@@ -46,7 +47,8 @@ from .errors import (
 from .header import DEFAULT_MAX_OUTPUT_BYTES, MAX_HEADER_BYTES, Header
 from .wire import Reader, leb128
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "ChunkEntry", "Container", "ContainerWriter", "pack", "unpack"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "ChunkEntry", "Container", "ContainerWriter", "pack", "unpack",
+           "unpack_file"]
 
 MAGIC = b"\x89LMGC\r\n\x1a"
 FORMAT_VERSION = 2
@@ -78,7 +80,13 @@ class Container:
     header_bytes: bytes  # version 2: the exact bytes the digest starts with
     chunks: list[ChunkEntry]
     digest: bytes
-    payloads: list[bytes]
+    payloads: list[bytes] | None  # None: read from the file, frame by frame (see unpack_file)
+    reread: Callable[[], Iterator[bytes]] | None = field(default=None, repr=False)
+
+    def frames(self) -> Iterator[bytes]:
+        """Every chunk's payload in order: from memory, or read again from the file with each
+        frame's CRC checked again (the file may have changed since it was first read)."""
+        return iter(self.payloads) if self.payloads is not None else self.reread()
 
     def offsets(self) -> list[int]:
         """Byte offset of each payload from the start of the first one."""
@@ -90,8 +98,14 @@ class Container:
 
     def matches(self, original: bytes) -> bool:
         """Whether decoded original bytes are the ones this file was written from."""
-        prefix = self.header_bytes if self.version >= 2 else b""
-        return hashlib.sha256(prefix + original).digest() == self.digest
+        digest = self.hasher()
+        digest.update(original)
+        return digest.digest() == self.digest
+
+    def hasher(self):
+        """A SHA-256 fed with what precedes the original bytes: feed it those, then compare its
+        digest with :attr:`digest`."""
+        return hashlib.sha256(self.header_bytes if self.version >= 2 else b"")
 
 
 class ContainerWriter:
@@ -109,6 +123,9 @@ class ContainerWriter:
     def __init__(self, out: BinaryIO, fields: dict) -> None:
         self._out, self._index, self._written = out, 0, 0
         header = header_schema.encode(fields)
+        if len(header) > MAX_HEADER_BYTES:  # no reader would accept it: refuse before any coding
+            raise InputError(f"the header of this input (tensor names, shapes, files) takes {len(header):,} "
+                             f"bytes, more than the {MAX_HEADER_BYTES:,} lmgc reads; compress it in parts")  # fmt: skip
         self._header_crc = zlib.crc32(header)
         self._digest = hashlib.sha256(header)
         self._write(MAGIC + _VERSION.pack(FORMAT_VERSION) + leb128(len(header)) + header
@@ -156,10 +173,22 @@ def unpack(data: bytes, *, max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYT
     Raises:
         NotAnLmgcFileError, UnsupportedVersionError, CorruptDataError, LimitExceededError.
     """
-    if data[: len(MAGIC)] != MAGIC:
+    return _unpack(_FileReader(io.BytesIO(data), len(data)), max_output_bytes, keep_payloads=True)
+
+
+def unpack_file(file: BinaryIO, *, max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES) -> Container:
+    """:func:`unpack` for a container in a seekable file, reading one frame at a time: every check
+    runs as in :func:`unpack` (all frame CRCs before this returns), but the payloads are read again
+    when :meth:`Container.frames` is iterated, so memory stays at one frame. Version-1 files are
+    read whole (their payloads follow a table, and they are small)."""
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    return _unpack(_FileReader(file, size), max_output_bytes, keep_payloads=False)
+
+
+def _unpack(reader: _FileReader, max_output_bytes: int | None, keep_payloads: bool) -> Container:
+    if reader.take(min(len(MAGIC), reader.remaining), "magic") != MAGIC:
         raise NotAnLmgcFileError("not an lmgc file (magic bytes missing)")
-    reader = Reader(data)
-    reader.take(len(MAGIC), "magic")
     (version,) = _VERSION.unpack(reader.take(2, "version"))
     if version not in READABLE_VERSIONS:
         raise UnsupportedVersionError(
@@ -167,15 +196,45 @@ def unpack(data: bytes, *, max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYT
             f"{', '.join(map(str, READABLE_VERSIONS))}); install the lmgc release that wrote it"
         )
     if version == 1:
-        container = _unpack_v1(reader, max_output_bytes)
-    else:
-        container = _unpack_v2(reader, max_output_bytes)
+        rest = Reader(reader.take(reader.remaining, "header"))
+        container = _unpack_v1(rest, max_output_bytes)
+        if rest.remaining:
+            raise CorruptDataError(f"lmgc file has {rest.remaining} unexpected trailing bytes")
+        return container
+    container = _unpack_v2(reader, max_output_bytes, keep_payloads)
     if reader.remaining:
         raise CorruptDataError(f"lmgc file has {reader.remaining} unexpected trailing bytes")
     return container
 
 
-def _header_length(reader: Reader, length: int) -> int:
+class _FileReader:
+    """:class:`~lmgc.wire.Reader` 's bounds checks and errors over a file object of known size:
+    nothing is read that the file cannot hold, so a claimed length never allocates more."""
+
+    def __init__(self, file: BinaryIO, size: int, pos: int = 0) -> None:
+        self.file, self.size, self.pos = file, size, pos
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.pos
+
+    def take(self, n: int, part: str) -> bytes:
+        data = self.file.read(n) if n <= self.remaining else b""
+        if len(data) != n:  # too long, or the file shrank since its size was read
+            raise CorruptDataError(f"lmgc file is truncated (while reading the {part})")
+        self.pos += n
+        return data
+
+    def integers(self, count: int, part: str) -> tuple[list[int], bytes]:
+        """``count`` LEB128 integers and their bytes as stored (at most 10 bytes each)."""
+        reader = Reader(self.file.read(min(10 * count, self.remaining)))
+        values = [reader.leb128(part) for _ in range(count)]
+        self.pos += reader.pos
+        self.file.seek(self.pos)
+        return values, bytes(reader.data[: reader.pos])
+
+
+def _header_length(reader: Reader | _FileReader, length: int) -> int:
     if length > MAX_HEADER_BYTES:
         raise LimitExceededError(f"lmgc header claims {length:,} bytes, more than {MAX_HEADER_BYTES:,}")
     if length > reader.remaining:
@@ -183,7 +242,7 @@ def _header_length(reader: Reader, length: int) -> int:
     return length
 
 
-def _check_frame_count(reader: Reader, header: Header) -> None:
+def _check_frame_count(reader: Reader | _FileReader, header: Header) -> None:
     """Refuse a chunk count the remaining bytes cannot hold, before reading any chunk."""
     if header.n_chunks * _MIN_FRAME + 32 > reader.remaining:
         raise CorruptDataError(f"lmgc file is truncated: {header.n_chunks:,} chunks need at least "
@@ -191,27 +250,42 @@ def _check_frame_count(reader: Reader, header: Header) -> None:
                                f"{reader.remaining:,} remain")  # fmt: skip
 
 
-def _unpack_v2(reader: Reader, max_output_bytes: int | None) -> Container:
-    header_bytes = reader.take(_header_length(reader, reader.leb128("header length")), "header")
+def _unpack_v2(reader: _FileReader, max_output_bytes: int | None, keep_payloads: bool) -> Container:
+    (length,), _ = reader.integers(1, "header length")
+    header_bytes = reader.take(_header_length(reader, length), "header")
     header_crc = zlib.crc32(header_bytes)
     if _U32.unpack(reader.take(4, "header checksum"))[0] != header_crc:
         raise CorruptDataError("lmgc header fails its CRC32 check: the file is corrupt")
     header = header_schema.check(header_schema.decode(header_bytes), version=2,
                                  max_output_bytes=max_output_bytes)  # fmt: skip
     _check_frame_count(reader, header)
-    chunks, payloads = [], []
-    for index in range(header.n_chunks):
-        start = reader.pos
-        length, count = reader.leb128("chunk frame"), reader.leb128("chunk frame")
-        fields = bytes(reader.data[start : reader.pos])
+    frames_at, chunks, payloads = reader.pos, [], []
+    for entry, payload in _frames(reader, header_crc, header.n_chunks):
+        chunks.append(entry)
+        if keep_payloads:
+            payloads.append(payload)
+    digest = reader.take(32, "digest")
+
+    def reread() -> Iterator[bytes]:
+        reader.file.seek(frames_at)
+        again = _FileReader(reader.file, reader.size, frames_at)
+        for (entry, payload), first in zip(_frames(again, header_crc, len(chunks)), chunks):
+            if entry != first:
+                raise CorruptDataError("the lmgc file changed while it was read")
+            yield payload
+
+    return Container(2, header, header_bytes, chunks, digest, *((payloads, None) if keep_payloads else (None, reread)))
+
+
+def _frames(reader: _FileReader, header_crc: int, n_chunks: int) -> Iterator[tuple[ChunkEntry, bytes]]:
+    """Each frame with its CRC checked (which binds it to its position and to this header)."""
+    for index in range(n_chunks):
+        (length, count), fields = reader.integers(2, "chunk frame")
         crc = _U32.unpack(reader.take(4, "chunk frame"))[0]
         payload = reader.take(length, "chunk payloads")
         if _frame_crc(header_crc, index, fields, payload) != crc:
             raise CorruptDataError(f"chunk {index} fails its CRC32 check: the file is corrupt")
-        chunks.append(ChunkEntry(length, count, crc))
-        payloads.append(payload)
-    digest = reader.take(32, "digest")
-    return Container(2, header, header_bytes, chunks, digest, payloads)
+        yield ChunkEntry(length, count, crc), payload
 
 
 def _unpack_v1(reader: Reader, max_output_bytes: int | None) -> Container:

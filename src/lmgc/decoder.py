@@ -9,10 +9,11 @@ coder on corrupt data surfaces as :class:`~lmgc.errors.CorruptDataError`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from .codec import crc32
-from .container import Container, unpack
+from .codec import crc32, progress_bar
+from .container import Container, unpack, unpack_file
 from .environment import check_environment
 from .errors import (
     CorruptDataError,
@@ -21,12 +22,19 @@ from .errors import (
     SerializationError,
     UntrustedModelError,
 )
-from .files import check_output_path, read_input_bytes
+from .files import (
+    atomic_folder,
+    atomic_path,
+    check_output_folder,
+    check_output_path,
+    open_input,
+)
 from .header import DEFAULT_MAX_OUTPUT_BYTES, tensor_bytes
 from .lossy import decode as lossy_decode
 from .models import EMBEDDED_MODELS, default_model_spec, load_model
-from .priors import recorded_class
+from .priors import ContextPrior, recorded_class
 from .serialize import Serialization
+from .sinks import FolderWriter, TensorWriter, writes
 from .tensors import ITEMSIZE, TensorBundle, check_output_format, write_tensors
 
 __all__ = ["Decompressor", "read_container_info", "INTEGRITY"]
@@ -71,26 +79,58 @@ class Decompressor:
             spec = recorded["model"]
         return load_model(spec, dtype=recorded["dtype"], device=recorded["device"], announce=self.progress)
 
-    def _decode(self, container: Container) -> TensorBundle:
+    def _prior(self, container: Container):
+        """The prior that decodes ``container``, after the checks that need no model: symbol
+        counts, environment, the recorded identity."""
         header = container.header
-        codec = header.codec
-        serialization = header.serialization
-        group, sizes = codec["group_bytes"], [header.chunk_size(i) for i in range(header.n_chunks)]
-        n_symbols = [entry.n_symbols for entry in container.chunks]
+        sizes = [header.chunk_size(i) for i in range(header.n_chunks)]
         prior_cls = recorded_class(header.prior["kind"])
-        prior_cls.check_symbol_counts(n_symbols, sizes, serialization, group)
+        prior_cls.check_symbol_counts([entry.n_symbols for entry in container.chunks], sizes,
+                                      header.serialization, header.codec["group_bytes"])  # fmt: skip
         check_environment(header.environment, prior_cls.environment(header.prior), self.allow_environment_mismatch)
         try:
-            prior = prior_cls.from_identity(header.prior, serialization, self._load)
-            chunks = prior.decode(container.payloads, n_symbols, sizes, group, codec["batch_size"], self.progress)
+            return prior_cls.from_identity(header.prior, header.serialization, self._load)
         except SerializationError as exc:
-            raise CorruptDataError(f"the file decodes to malformed data ({exc}): it is corrupt") from None
-        if container.version == 1:
-            for i, (chunk, entry) in enumerate(zip(chunks, container.chunks)):
-                if crc32(chunk) != entry.crc32:
+            raise _malformed(exc) from None
+
+    def _chunks(self, container: Container, prior) -> Iterator[bytes]:
+        """The decoded chunks in order: one at a time for the context prior, which decodes each
+        on its own (memory for one chunk); all at once for priors that decode in batches."""
+        header = container.header
+        group, sizes = header.codec["group_bytes"], [header.chunk_size(i) for i in range(header.n_chunks)]
+        try:
+            if isinstance(prior, ContextPrior):
+                decoded = self._one_by_one(container, prior)
+            else:
+                decoded = prior.decode(list(container.frames()), [entry.n_symbols for entry in container.chunks],
+                                       sizes, group, header.codec["batch_size"], self.progress)  # fmt: skip
+            for i, chunk in enumerate(decoded):
+                if container.version == 1 and crc32(chunk) != container.chunks[i].crc32:
                     raise CorruptDataError(f"chunk {i} fails its CRC32 check: the file is corrupt")
-        bundle = _bundle_from_stream(b"".join(chunks), container, serialization)
+                yield chunk
+        except SerializationError as exc:
+            raise _malformed(exc) from None
+
+    def _one_by_one(self, container: Container, prior: ContextPrior) -> Iterator[bytes]:
+        header = container.header
+        with progress_bar(header.total_bytes, "decompress", self.progress, unit="B") as bar:
+            for i, payload in enumerate(container.frames()):
+                yield prior.decode_chunk(payload, header.chunk_size(i), header.codec["group_bytes"])
+                bar.update(header.chunk_size(i))
+
+    def _decode(self, container: Container) -> TensorBundle:
+        header = container.header
+        stream = b"".join(self._chunks(container, self._prior(container)))
+        bundle = _bundle_from_stream(stream, container, header.serialization)
         return lossy_decode(bundle, header.lossy) if header.lossy is not None else bundle
+
+    def _decode_into(self, container: Container, writer: TensorWriter) -> None:
+        """Decode chunk by chunk into ``writer``; CorruptDataError unless the digest matches."""
+        with _typed_errors():
+            prior = self._prior(container)
+        for chunk in _typed(self._chunks(container, prior)):
+            writer.write(chunk)
+        writer.finish(container.digest)
 
     def decompress_bundle(self, data: bytes) -> TensorBundle:
         """Decode to a :class:`~lmgc.tensors.TensorBundle` (bytes plus manifest).
@@ -110,18 +150,64 @@ class Decompressor:
             return bundle.to_objects()
 
     def decompress_file(self, src, dst, *, force: bool = False) -> Path:
-        """Decode ``src`` and write the tensors in their original file format to ``dst``.
+        """Decode ``src`` and write the tensors in their original file format to ``dst`` (a
+        compressed folder: its files under the folder ``dst``).
 
         ``dst`` is checked before decoding: writable, not ``src``, not existing unless ``force``,
         and with the suffix of the stored format (a .npy array is never written to a .pt path).
+        Every frame's CRC is checked before decoding starts. A .npy, .safetensors or raw output
+        is decoded chunk by chunk into a temporary file (memory for a chunk, whatever the size),
+        which replaces ``dst`` only once the SHA-256 matched; .pt files, in-memory objects and
+        lossy data are rebuilt whole, as :meth:`decompress_bundle` does. A folder is written into
+        a temporary folder the same way, file by file, and moved into place once it matched.
         """
         dst = Path(dst)
-        check_output_path(dst, force=force, inputs=[src])
+        if not dst.is_dir():  # a folder target is checked once the file says it holds a folder
+            check_output_path(dst, force=force, inputs=[src])
+        with open_input(src) as file:
+            with _typed_errors():
+                container = unpack_file(file, max_output_bytes=self.max_output_bytes)
+            header, manifest = container.header, container.header.manifest
+            if manifest["format"] == "folder":
+                check_output_folder(dst, force=force, inputs=[src])
+                with atomic_folder(dst) as tmp:
+                    self._decode_into(container, FolderWriter(manifest, header.serialization, container.hasher(), tmp))
+                return dst
+            check_output_path(dst, force=force, inputs=[src])
+            with _typed_errors():
+                fmt = check_output_format(manifest["format"], dst)
+                whole = header.lossy is not None or not writes(manifest, fmt)
+                bundle = self._decode(container) if whole else None
+            if bundle is not None:
+                return write_tensors(bundle, dst, force=force)
+            with atomic_path(dst) as tmp, open(tmp, "wb") as out:
+                self._decode_into(container, TensorWriter(manifest, header.serialization, container.hasher(), out))
+                check_output_path(dst, force=force, inputs=[src])
+        return dst
+
+    def check_file(self, src) -> None:
+        """Decode ``src`` chunk by chunk and check it against its digest, writing nothing."""
+        with open_input(src) as file:
+            with _typed_errors():
+                container = unpack_file(file, max_output_bytes=self.max_output_bytes)
+            self._decode_into(container, TensorWriter(container.header.manifest, container.header.serialization,
+                                                      container.hasher()))  # fmt: skip
+
+
+def _malformed(exc: SerializationError) -> CorruptDataError:
+    return CorruptDataError(f"the file decodes to malformed data ({exc}): it is corrupt")
+
+
+def _typed(items: Iterator[bytes]) -> Iterator[bytes]:
+    """``items`` with whatever producing one raises turned into an LmgcError (see
+    :func:`_typed_errors`), while what the consumer does with them (writing a file: disk full is
+    an OSError, not a corrupt input) keeps its own errors."""
+    while True:
         with _typed_errors():
-            container = unpack(read_input_bytes(src), max_output_bytes=self.max_output_bytes)
-            check_output_format(container.header.manifest["format"], dst)
-            bundle = self._decode(container)
-        return write_tensors(bundle, dst, force=force)
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
 
 
 @contextlib.contextmanager

@@ -14,17 +14,18 @@ import json
 import math
 import zlib
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import numpy as np
 
 from .errors import CorruptDataError, LimitExceededError, SerializationError
 from .schema import corrupt, integer, mapping, text
 from .serialize import Serialization, check_group_bytes
-from .tensors import ITEMSIZE
+from .tensors import FORMATS, ITEMSIZE
 from .wire import Reader, decode_value, encode_value
 
 __all__ = [
-    "Header", "check", "encode", "decode", "decode_v1", "manifest_bytes", "tensor_bytes",
+    "Header", "check", "encode", "decode", "decode_v1", "header_fields", "manifest_bytes", "tensor_bytes",
     "DEFAULT_MAX_OUTPUT_BYTES", "MAX_HEADER_BYTES", "MAX_CHUNK_BYTES",
 ]  # fmt: skip
 
@@ -63,6 +64,17 @@ class Header:
 
     def chunk_size(self, index: int) -> int:
         return min(self.chunk_bytes, self.total_bytes - index * self.chunk_bytes)
+
+
+def header_fields(total_bytes: int, codec: dict, prior: dict, environment: dict, coded: dict,
+                  manifest: dict, lossy: dict | None = None) -> dict:  # fmt: skip
+    """A header dict with its fields in the stored order (the order is part of the coded bytes);
+    ``coded``: what the prior records after coding (e.g. ``ideal_bits``)."""
+    fields = {"total_bytes": total_bytes, "codec": codec, "prior": prior, "environment": environment,
+              **coded, "manifest": manifest}  # fmt: skip
+    if lossy is not None:
+        fields["lossy"] = lossy
+    return fields
 
 
 def encode(fields: dict) -> bytes:
@@ -118,6 +130,8 @@ def check(fields, *, version: int, max_output_bytes: int | None = DEFAULT_MAX_OU
         lossy=_check_lossy(fields.get("lossy"), max_output_bytes),
         ideal_bits=_check_ideal_bits(fields.get("ideal_bits")), fields=fields,
     )  # fmt: skip
+    if header.lossy is not None and header.manifest["format"] == "folder":
+        raise corrupt("a folder has no lossy section (the lossy front-end codes single files)", "lossy")
     if version == 1 and integer(fields["n_chunks"], "n_chunks") != header.n_chunks:
         raise corrupt("n_chunks does not match total_bytes / chunk_bytes", fields["n_chunks"])
     return header
@@ -188,8 +202,10 @@ def manifest_bytes(manifest: dict) -> int:
 
 def check_manifest(manifest, total: int | None, what: str) -> dict:
     """Check a tensor manifest (and, given ``total``, that its tensors hold exactly that many bytes)."""
-    manifest = mapping(manifest, what, {"format", "tree", "metadata", "tensors"})
-    fmt = text(manifest["format"], f"{what} format", choices=_FORMATS)
+    manifest = mapping(manifest, what, {"format", "tree", "metadata", "tensors"}, {"files"})
+    fmt = text(manifest["format"], f"{what} format", choices=(*_FORMATS, "folder"))
+    if fmt == "folder" or "files" in manifest:
+        return _check_folder(manifest, total, what)
     metadata = manifest["metadata"]
     if metadata is not None and (not isinstance(metadata, dict) or not all(
             isinstance(v, str) for v in metadata.values())):  # fmt: skip
@@ -260,3 +276,59 @@ def _check_tree(node, n_tensors: int, seen: list[int], depth: int, what: str) ->
                 _check_tree(pair[1], n_tensors, seen, depth + 1, what)
             return
     raise corrupt(f"{what} tree node is not a tensor, dict, tuple, list or scalar", node)
+
+
+#: Most files a folder may list (each costs a few header bytes; a forged count costs nothing).
+MAX_FOLDER_FILES = 1 << 20
+_FILE_FORMATS = ("npy", "pt", "safetensors", "raw")
+
+
+def _check_folder(manifest: dict, total: int | None, what: str) -> dict:
+    """A folder manifest (see :func:`~lmgc.tensors.folder_files`): every file a manifest of its
+    own, the counts adding up, and every path one that stays inside the folder it is written to."""
+    if manifest["format"] != "folder" or "files" not in manifest:
+        raise corrupt(f"{what}: a folder has format 'folder' and a list of files", manifest["format"])
+    if manifest["tree"] is not None or manifest["metadata"] is not None:
+        raise corrupt(f"{what}: a folder's tree and metadata are its files'", manifest["tree"])
+    files = manifest["files"]
+    if not isinstance(files, list) or not 0 < len(files) <= MAX_FOLDER_FILES:
+        raise corrupt(f"{what} files must be a list of 1 to {MAX_FOLDER_FILES:,} files", type(files).__name__)
+    tensors, start, paths = manifest["tensors"], 0, set()
+    if not isinstance(tensors, list):
+        raise corrupt(f"{what} tensors must be a list", tensors)
+    for i, entry in enumerate(files):
+        entry = mapping(entry, f"{what} file {i}", {"path", "format", "tree", "metadata", "tensors"})
+        path = _check_relative_path(entry["path"], f"{what} file {i} path")
+        text(entry["format"], f"{what} file {i} format", choices=_FILE_FORMATS)
+        if (FORMATS.get(PurePosixPath(path).suffix.lower()) or "raw") != entry["format"]:
+            raise corrupt(f"{what} file {i}: the suffix of {path!r} names another format", entry["format"])
+        count = integer(entry["tensors"], f"{what} file {i} tensor count", 0, len(tensors) - start)
+        check_manifest({key: entry[key] for key in ("format", "tree", "metadata")}
+                       | {"tensors": tensors[start : start + count]}, None, f"{what} file {i}")  # fmt: skip
+        start += count
+        paths.add(path)
+    if start != len(tensors):
+        raise corrupt(f"{what}: the files hold {start} of {len(tensors)} tensors", start)
+    if len(paths) != len(files) or any(parent in paths for path in paths for parent in _parents(path)):
+        raise corrupt(f"{what}: a path is listed twice, or as a file and a folder", sorted(paths)[:3])
+    size = manifest_bytes(manifest)
+    if total is not None and size != total:
+        raise corrupt(f"{what} tensors do not add up to total_bytes = {total}", size)
+    return manifest
+
+
+def _check_relative_path(path, what: str) -> str:
+    """A relative POSIX path that names a file inside the folder: no absolute path, no ``..``
+    or ``.`` part, no empty part, no backslash or NUL (whatever the system), at most 4096 bytes."""
+    path = text(path, what)
+    parts = path.split("/")
+    if (not path or len(path.encode("utf-8", "surrogatepass")) > 4096 or "\\" in path or "\0" in path
+            or any(part in ("", ".", "..") for part in parts) or parts[0].endswith(":")):  # fmt: skip
+        raise corrupt(f"{what} must be a relative path inside the folder", path)
+    return path
+
+
+def _parents(path: str):
+    parts = path.split("/")
+    return ("/".join(parts[:i]) for i in range(1, len(parts)))
+

@@ -25,11 +25,12 @@ from .errors import (
     UnsafePickleError,
     UnsupportedDtypeError,
 )
-from .files import atomic_path, check_input_file, check_output_path, read_input_bytes
+from .files import atomic_path, check_output_path
 
 __all__ = [
     "TensorRecord", "TensorBundle", "read_tensors", "bundle_objects", "raw_bundle", "write_tensors",
-    "FORMATS", "ITEMSIZE", "NUMPY_DTYPE", "check_output_format",
+    "FORMATS", "ITEMSIZE", "NUMPY_DTYPE", "check_output_format", "check_raw_size", "describe_tensors",
+    "folder_files",
 ]  # fmt: skip
 
 #: Supported element types -> the little-endian numpy dtype their bytes are read as; bfloat16,
@@ -89,10 +90,11 @@ class TensorRecord:
 class TensorBundle:
     """Tensors plus the structure and file format they came in."""
 
-    format: str  # "npy", "pt", "safetensors", "raw" or "object" (in-memory)
+    format: str  # "npy", "pt", "safetensors", "raw", "object" (in-memory) or "folder"
     tree: Any  # JSON structure; tensors appear as {"__tensor__": index}
     tensors: list[TensorRecord]
     metadata: dict | None = field(default=None)  # safetensors' string metadata
+    files: list[dict] | None = field(default=None)  # a folder's files (see folder_files)
 
     @property
     def nbytes(self) -> int:
@@ -100,16 +102,7 @@ class TensorBundle:
 
     def manifest(self) -> dict:
         """JSON-able description that, with the bytes, rebuilds the bundle."""
-        return {
-            "format": self.format,
-            "tree": self.tree,
-            "metadata": self.metadata,
-            "tensors": [
-                {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "kind": t.kind,
-                 "numpy_dtype": t.numpy_dtype}
-                for t in self.tensors
-            ],
-        }  # fmt: skip
+        return describe_tensors(self.format, self.tree, self.metadata, self.tensors, self.files)
 
     @classmethod
     def from_manifest(cls, manifest: dict, blobs: list[bytes]) -> TensorBundle:
@@ -117,10 +110,14 @@ class TensorBundle:
             TensorRecord(m["name"], m["dtype"], tuple(m["shape"]), blob, m["kind"], m.get("numpy_dtype"))
             for m, blob in zip(manifest["tensors"], blobs)
         ]
-        return cls(manifest["format"], manifest["tree"], records, manifest.get("metadata"))
+        return cls(manifest["format"], manifest["tree"], records, manifest.get("metadata"), manifest.get("files"))
 
     def to_objects(self):
-        """The original Python object: an array/tensor, or the nested dict/list/tuple of them."""
+        """The original Python object: an array/tensor, or the nested dict/list/tuple of them (a
+        folder: its relative paths to each file's object)."""
+        if self.format == "folder":
+            return {path: TensorBundle.from_manifest(manifest, [t.data for t in self.tensors[part]]).to_objects()
+                    for path, manifest, part in folder_files(self.manifest())}  # fmt: skip
         return _unflatten(self.tree, [t.to_object() for t in self.tensors])
 
 
@@ -200,23 +197,46 @@ def read_tensors(path: str | os.PathLike, dtype: str | None = None) -> TensorBun
         UnsafePickleError: a .pt file holding objects other than tensors and plain containers.
         UnsupportedDtypeError: a tensor of an unsupported element type.
     """
-    path = Path(path)
-    if dtype is not None:
-        return raw_bundle(read_input_bytes(path), dtype, str(path))
-    check_input_file(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(
-            f"cannot tell the format of {path.name}: use .npy, .pt/.pth or .safetensors, "
-            "or give --dtype to read raw bytes"
-        )
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty (0 bytes), not a valid {path.suffix} file")
-    if fmt == "npy":
-        return bundle_objects(_load_npy(path), "npy")
-    if fmt == "pt":
-        return bundle_objects(_load_torch(path), "pt")
-    return _read_safetensors(path)
+    from .sources import open_tensors  # it builds on this module; one reader for both
+
+    return open_tensors(path, dtype).load()
+
+
+def describe_tensors(format: str, tree, metadata: dict | None, tensors, files: list[dict] | None = None) -> dict:
+    """The manifest (see :meth:`TensorBundle.manifest`) of tensors given as anything with a
+    name, dtype, shape, kind and numpy_dtype: records in memory or tensors of an open file."""
+    manifest = {
+        "format": format,
+        "tree": tree,
+        "metadata": metadata,
+        "tensors": [
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "kind": t.kind,
+             "numpy_dtype": t.numpy_dtype}
+            for t in tensors
+        ],
+    }  # fmt: skip
+    if files is not None:
+        manifest["files"] = files
+    return manifest
+
+
+def folder_files(manifest: dict) -> list[tuple[str, dict, slice]]:
+    """A folder manifest's files: relative path, the file's own manifest, and the slice of the
+    folder's tensors it holds.
+
+    A folder (``format`` ``"folder"``, ``tree`` and ``metadata`` ``None``) lists its tensors file
+    after file; ``files`` holds, per file in that order, ``{"path": "sub/name.npy", "format":
+    ..., "tree": ..., "metadata": ..., "tensors": count}`` with the file's tree numbering its own
+    tensors from 0. Every file is a manifest of its own, read and written as a single file is.
+    """
+    out, start = [], 0
+    for entry in manifest["files"]:
+        part = slice(start, start + entry["tensors"])
+        own = {"format": entry["format"], "tree": entry["tree"], "metadata": entry["metadata"],
+               "tensors": manifest["tensors"][part]}  # fmt: skip
+        out.append((entry["path"], own, part))
+        start = part.stop
+    return out
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -236,12 +256,17 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def raw_bundle(data: bytes, dtype: str, source: str) -> TensorBundle:
     """Raw little-endian values of one dtype, as one flat tensor."""
-    if dtype not in ITEMSIZE:
-        raise UnsupportedDtypeError(f"unsupported dtype {dtype}; supported: {', '.join(ITEMSIZE)}")
-    if len(data) % ITEMSIZE[dtype]:
-        raise InputError(f"{source} has {len(data)} bytes, not a whole number of {dtype} values")
+    check_raw_size(len(data), dtype, source)
     record = TensorRecord("", dtype, (len(data) // ITEMSIZE[dtype],), data, "numpy", None)
     return TensorBundle("raw", {"__tensor__": 0}, [record])
+
+
+def check_raw_size(nbytes: int, dtype: str, source: str) -> None:
+    """Raw bytes of ``dtype`` must be a supported type and a whole number of its values."""
+    if dtype not in ITEMSIZE:
+        raise UnsupportedDtypeError(f"unsupported dtype {dtype}; supported: {', '.join(ITEMSIZE)}")
+    if nbytes % ITEMSIZE[dtype]:
+        raise InputError(f"{source} has {nbytes} bytes, not a whole number of {dtype} values")
 
 
 def _load_torch(path: Path):
