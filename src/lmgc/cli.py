@@ -53,16 +53,21 @@ def _codec_config(args):
 def _cmd_compress(args) -> int:
     from .api import Compressor
     from .files import check_output_path
-    from .tensors import read_tensors
+    from .sources import open_folder, open_tensors
 
     config = _codec_config(args)
     pipeline = parse_lossy(args.lossy) if args.lossy else None
-    out = Path(args.output) if args.output else Path(str(args.input) + ".lmgc")
+    folder = Path(args.input).is_dir()
+    if folder and not args.recursive:
+        raise InputError(f"{args.input} is a directory, not a tensor file; pass --recursive (-r) to "
+                         "compress the folder into one .lmgc file")  # fmt: skip
+    out = Path(args.output) if args.output else Path(str(Path(args.input)) + ".lmgc")
     check_output_path(out, force=args.force, inputs=[args.input])  # all before the model loads
-    bundle = read_tensors(args.input, args.dtype)
+    # Checked by their headers (a .pt read whole); the tensors are read while they are coded.
+    source = open_folder(args.input, args.dtype) if folder else open_tensors(args.input, args.dtype)
     compressor = Compressor(args.model, prior=args.prior, level=args.level, config=config,
                             progress=not args.quiet, lossy=pipeline)  # fmt: skip
-    result = compressor.compress_file(bundle, out, force=args.force, verify=args.verify)
+    result = compressor.compress_file(source, out, force=args.force, verify=args.verify)
     print(f"{args.input} -> {out}: {_human(result.original_bytes)} -> {_human(result.compressed_bytes)} "
           f"({100 * result.rate:.2f}%), {result.original_bytes / result.seconds:,.0f} B/s"
           f"{', verified' if result.verified else ''}")  # fmt: skip
@@ -273,13 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default INPUT.lmgc)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("--verify", action="store_true", help="decode the result and compare bytes")
+    p.add_argument("--recursive", "-r", action="store_true",
+                   help="INPUT may be a folder: all its files (relative paths and formats kept; other files "
+                   "as raw values of --dtype, default bytes) go into one .lmgc file")  # fmt: skip
     p.add_argument("--lossy", metavar="SPEC", help="lossy front-end before coding, e.g. "
                    "topk:1%%+quant:8, quant:4:block=256, sign, randk:10%%:seed=0")  # fmt: skip
     p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("decompress", help="decode an .lmgc file back to the original tensor file")
     p.add_argument("input")
-    p.add_argument("-o", "--output", help="output file (default: INPUT without .lmgc)")
+    p.add_argument("-o", "--output", help="output file, or folder for a compressed folder (default: INPUT "
+                   "without .lmgc)")  # fmt: skip
     _add_model_options(p)
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("--max-output-bytes", type=int_at_least(0), default=DEFAULT_MAX_OUTPUT_BYTES,
@@ -317,10 +326,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose coding is split across the ranks of a torchrun job (see lmgc.distributed).
+_SHARDED_COMMANDS = ("compress", "decompress")
+
+
+def _run(args) -> int:
+    """Run the command; under torchrun, compress/decompress split their batches across ranks and
+    only rank 0 writes the output (the others check the same path, then write a scratch file)."""
+    from . import distributed
+
+    shard = distributed.from_launcher() if args.command in _SHARDED_COMMANDS else None
+    if shard is None:
+        return args.func(args)
+    if not args.output:
+        raise InputError("under torchrun, give the output path with -o")
+    with distributed.sharding(shard):
+        if shard.writes:
+            return args.func(args)
+        import contextlib
+        import os
+        import tempfile
+
+        from .files import check_output_path
+
+        check_output_path(args.output, force=args.force, inputs=[args.input])  # fail as rank 0 does
+        with tempfile.TemporaryDirectory(prefix="lmgc-rank-") as scratch, \
+                open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # fmt: skip
+            args.output, args.force, args.quiet = str(Path(scratch) / Path(args.output).name), True, True
+            return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return _run(args)
     except (LmgcError, OSError) as exc:  # OSError: the last resort (disk full, a race with another process)
         print(f"lmgc: error: {exc}", file=sys.stderr)
         return 1

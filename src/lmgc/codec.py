@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import distributed
 from .coder import ChunkDecoder, ChunkEncoder
 from .errors import SerializationError
 
@@ -72,8 +73,8 @@ def encode_symbols(
                 f"chunk {i} is {len(s)} symbols, more than the model's context allows ({limit}); "
                 "lower --chunk-bytes"
             )
-    out: list[EncodedChunk] = []
-    for batch in _batches(len(symbols), batch_size):
+
+    def code(batch: range) -> dict[int, EncodedChunk]:
         batch_symbols = [symbols[i] for i in batch]
         encoders = [ChunkEncoder() for _ in batch]
         session = stream.open([len(s) for s in batch_symbols])
@@ -88,8 +89,10 @@ def encode_symbols(
             if progress:
                 progress(active, sum(sizes[i] for i, s in zip(batch, batch_symbols) if len(s) == t + 1))
             inputs = _next_inputs(batch_symbols, t)
-        out += [EncodedChunk(e.finish(), e.n_symbols, e.ideal_bits) for e in encoders]
-    return out
+        return {i: EncodedChunk(e.finish(), e.n_symbols, e.ideal_bits) for i, e in zip(batch, encoders)}
+
+    out = _each_batch(stream, len(symbols), batch_size, code)
+    return [out[i] for i in range(len(symbols))]
 
 
 def decode_symbols(
@@ -97,8 +100,8 @@ def decode_symbols(
     batch_size: int, progress: Progress | None = None,
 ) -> list[np.ndarray]:  # fmt: skip
     """Inverse of :func:`encode_symbols` given the same prior, symbol counts and batch size."""
-    out: list[np.ndarray] = []
-    for batch in _batches(len(payloads), batch_size):
+
+    def code(batch: range) -> dict[int, np.ndarray]:
         decoders = [ChunkDecoder(payloads[i]) for i in batch]
         counts = [n_symbols[i] for i in batch]
         decoded = [np.empty(n, dtype=np.int64) for n in counts]
@@ -114,8 +117,30 @@ def decode_symbols(
             if progress:
                 progress(active, sum(sizes[i] for i, n in zip(batch, counts) if n == t + 1))
             inputs = _next_inputs(decoded, t)
-        out += decoded
-    return out
+        return dict(zip(batch, decoded))
+
+    out = _each_batch(stream, len(payloads), batch_size, code)
+    return [out[i] for i in range(len(payloads))]
+
+
+def _each_batch(stream: PriorStream, n_chunks: int, batch_size: int, code: Callable[[range], dict]) -> dict:
+    """``code`` every batch, or, inside :func:`lmgc.distributed.sharding`, this rank's share of
+    the batches with every rank's results gathered (a failure on any rank raises on all of them,
+    so none waits forever for the others)."""
+    shard = distributed.active() if distributed.shareable(stream) else None
+    if shard is None:
+        out: dict = {}
+        for batch in _batches(n_chunks, batch_size):
+            out.update(code(batch))
+        return out
+    local, error = {}, None
+    try:
+        for b, batch in enumerate(_batches(n_chunks, batch_size)):
+            if shard.owns(b):
+                local.update(code(batch))
+    except Exception as exc:  # re-raised below, on every rank
+        error = exc
+    return shard.gather(local, error)
 
 
 class _NoBar:

@@ -118,6 +118,10 @@ class PriorStream(Protocol):
     """The prior bound to one input's layout; may carry state from batch to batch."""
 
     max_symbols: int | None  # longest symbol sequence one chunk may have, None if unbounded
+    #: True where a batch's probabilities depend on nothing but its own chunks (no state carried
+    #: from batch to batch), so the ranks of a distributed job may split the batches
+    #: (:mod:`lmgc.distributed`); absent means False.
+    independent_batches: bool
 
     def open(self, lengths: Sequence[int]) -> PriorSession:
         """A session over a batch of chunks with these symbol counts."""

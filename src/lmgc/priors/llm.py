@@ -268,6 +268,8 @@ class LLMPrior(_LLMBase):
 
 
 class _TokenStream:
+    independent_batches = True  # each batch starts from an empty cache: ranks may split them
+
     def __init__(self, prior: LLMPrior) -> None:
         self._prior = prior
         self.max_symbols = prior.lm.max_positions - 1
@@ -327,6 +329,8 @@ class NibblePrior(_LLMBase):
 
 
 class _NibbleStream:
+    independent_batches = True
+
     def __init__(self, prior: NibblePrior, group: int) -> None:
         self._prior, self._group = prior, group
         per_group = 2 * group + len(prior.separator_ids)
