@@ -23,7 +23,7 @@ from .config import CodecConfig
 from .container import ContainerWriter
 from .header import header_fields
 from .priors import ContextPrior
-from .priors.context import _fit_sample, choose_kinds, value_digits
+from .priors.context import choose_kinds, fit_sample, value_digits
 from .serialize import Serialization
 from .sources import LazyTensor, TensorFile
 
@@ -89,7 +89,7 @@ def cut_chunks(pieces: Iterable[tuple[bytes, bytes]], chunk_bytes: int,
 
 class _Digits:
     """The matrix of :func:`~lmgc.priors.context.value_digits` over the whole ordered stream,
-    rows computed when sliced: the context prior's own sampler (``_fit_sample``) picks its rows,
+    rows computed when sliced: the context prior's own sampler (:func:`~lmgc.priors.context.fit_sample`) picks its rows,
     so the sample, and the kinds chosen from it, are the in-memory path's."""
 
     def __init__(self, ordered: OrderedStream, group: int) -> None:
@@ -105,7 +105,7 @@ class _Digits:
 
 def _sample(ordered: OrderedStream, group: int) -> np.ndarray:
     digits = _Digits(ordered, group)
-    sample = _fit_sample(digits)
+    sample = fit_sample(digits)
     return digits[0 : len(digits)] if sample is digits else sample  # small inputs: all of it
 
 

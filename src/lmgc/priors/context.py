@@ -39,7 +39,7 @@ from .base import Coded, check_two_symbols_per_byte
 
 __all__ = [
     "ALPHA", "NONE", "N_STRUCTURED", "KINDS", "value_digits", "digits_to_bytes",
-    "structured_context", "kind_context", "CountTable", "choose_kinds", "ContextPrior",
+    "structured_context", "kind_context", "CountTable", "fit_sample", "choose_kinds", "ContextPrior",
 ]  # fmt: skip
 
 ALPHA = 0.5  # Krichevsky–Trofimov prior count of every digit
@@ -165,21 +165,9 @@ class _AdaptiveCost:
         return float(self.totals_table[totals].sum() - self.counts_table[counts].sum())
 
 
-def _zero_so_far(matrix: np.ndarray) -> np.ndarray:
-    """(values, width): 1 where all digits before position p are zero."""
-    zero = np.ones(matrix.shape, dtype=matrix.dtype)
-    np.cumprod(matrix[:, :-1] == 0, axis=1, out=zero[:, 1:])
-    return zero
-
-
-def _neighbours(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The previous value's and the value before's digits (``NONE`` at the start)."""
-    none = np.full((2, matrix.shape[1]), NONE, dtype=matrix.dtype)
-    return np.vstack([none[:1], matrix[:-1]]), np.vstack([none, matrix[:-2]])[: len(matrix)]
-
-
-def _fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) -> np.ndarray:
-    """Evenly spread contiguous blocks of a large matrix: enough to choose contexts, fast."""
+def fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) -> np.ndarray:
+    """Evenly spread contiguous blocks of a large matrix: enough to choose contexts, fast. Only
+    these rows are read (a lazy matrix streamed from a file computes no others)."""
     if len(matrix) <= blocks * block_values:
         return matrix
     starts = np.linspace(0, len(matrix) - block_values, blocks).astype(np.int64)
@@ -203,15 +191,18 @@ def choose_kinds(matrix: np.ndarray) -> list[str]:
     width = matrix.shape[1]
     if not len(matrix):
         return ["z"] * width
-    sample = _fit_sample(matrix).astype(np.int32)  # contexts < 2^18: int32 halves the traffic
-    previous, previous2 = _neighbours(sample)
-    zero = _zero_so_far(sample)
-    cost = _AdaptiveCost(len(sample))
+    planes = np.ascontiguousarray(fit_sample(matrix).T, dtype=np.int32)  # contexts < 2^18
+    n = planes.shape[1]
+    none = np.full(n, NONE, dtype=np.int32)
+    zero = np.ones(n, dtype=np.int32)  # all earlier digits of the value are zero
+    cost = _AdaptiveCost(n)
     sequential, plain = [], []
-    for p in range(width):
-        d1 = sample[:, p - 1] if p else np.full(len(sample), NONE, dtype=np.int32)
-        bits = cost.costs(d1, previous[:, p], previous2[:, p], zero[:, p], sample[:, p])
-        bits[RAW] = 4.0 * len(sample)
+    for p, digits in enumerate(planes):
+        previous = np.concatenate([none[:1], digits[:-1]])  # the same digit of the value before
+        previous2 = np.concatenate([none[:2], digits[:-2]])[:n]
+        bits = cost.costs(planes[p - 1] if p else none, previous, previous2, zero, digits)
+        zero &= digits == 0
+        bits[RAW] = 4.0 * n
         sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
         plain.append(_cheapest([*PLAIN_KINDS, RAW], bits))
         bits_saved = bits[plain[-1]] - bits[sequential[-1]]
