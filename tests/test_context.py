@@ -20,7 +20,8 @@ from lmgc.errors import (
     InputError,
     SerializationError,
 )
-from lmgc.priors.context import KINDS, ContextPrior, choose_kinds, value_digits
+from lmgc.priors.context import ContextPrior
+from lmgc.priors.context_models import KINDS, choose_kinds, value_digits
 from lmgc.priors.hybrid import HybridPrior
 from lmgc.priors.llm import nibbles, pack_nibbles
 from lmgc.priors.mixer import GeometricMixer

@@ -23,7 +23,7 @@ from .config import CodecConfig
 from .container import ContainerWriter
 from .header import header_fields
 from .priors import ContextPrior
-from .priors.context import choose_kinds, fit_sample, value_digits
+from .priors.context_models import choose_kinds, fit_sample, value_digits
 from .serialize import Serialization
 from .sources import LazyTensor, TensorFile
 
@@ -88,9 +88,10 @@ def cut_chunks(pieces: Iterable[tuple[bytes, bytes]], chunk_bytes: int,
 
 
 class _Digits:
-    """The matrix of :func:`~lmgc.priors.context.value_digits` over the whole ordered stream,
-    rows computed when sliced: the context prior's own sampler (:func:`~lmgc.priors.context.fit_sample`) picks its rows,
-    so the sample, and the kinds chosen from it, are the in-memory path's."""
+    """The matrix of :func:`~lmgc.priors.context_models.value_digits` over the whole ordered
+    stream, rows computed when sliced: the context prior's own sampler
+    (:func:`~lmgc.priors.context_models.fit_sample`) picks its rows, so the sample, and the kinds
+    chosen from it, are the in-memory path's."""
 
     def __init__(self, ordered: OrderedStream, group: int) -> None:
         self.ordered, self.group = ordered, group

@@ -1,25 +1,14 @@
-"""Stage 2 without an LLM: structural context models of the hex digits of each value.
+"""Stage 2 without an LLM: the fast codec of the structural context models (``--prior context``).
 
-A float's hex digits are not a text: digit 0 holds the sign and the top of the exponent, the next
-ones the rest of the exponent and the top of the mantissa, the last ones near-random mantissa
-bits. Neighbouring values have similar exponents, and zeros come in runs. So the next digit is
-predicted from its structural context (:func:`structured_context`): its position ``p`` inside the
-value, the previous digit of the same value, whether all earlier digits of the value were zero,
-and the digits at the same position in the two previous values. A context *kind*
-(:data:`KINDS`) says which of these a position uses; ``raw`` stores near-random digits as they are.
-
-Counts are integers plus ``ALPHA`` in float32 (exact below 2^24, deterministic beyond), updated
-identically by encoder and decoder; no training data is needed.
-
-:class:`ContextPrior` is the fast codec built on them (``--prior context``). The encoder picks a
-kind per digit position from exact adaptive code lengths (:func:`choose_kinds`) and records the
-choice in the header. Per chunk, the leading positions with *sequential* kinds (those that read
-earlier values: the sign/exponent digits, where context pays) are coded in *lanes*: the chunk's
-values are cut into up to ``MAX_LANES`` contiguous runs that advance in lockstep, one digit of
-every lane per numpy step, so a step costs a few vectorized calls however many lanes there are.
-The other positions are coded one after another, grouped by their context, with adaptive counts
-refreshed between geometrically growing blocks (a few constriction calls per position); raw
-digits are packed in front of the range-coded part.
+The models and the encoder's choice of a context kind per digit position live in
+:mod:`lmgc.priors.context_models`; the choice is recorded in the header. Per chunk, the leading
+positions with *sequential* kinds (those that read earlier values: the sign/exponent digits,
+where context pays) are coded in *lanes*: the chunk's values are cut into up to ``MAX_LANES``
+contiguous runs that advance in lockstep, one digit of every lane per numpy step, so a step costs
+a few vectorized calls however many lanes there are. The other positions are coded one after
+another, grouped by their context, with adaptive counts refreshed between geometrically growing
+blocks (a few constriction calls per position); raw digits are packed in front of the range-coded
+part.
 """
 
 from __future__ import annotations
@@ -36,180 +25,19 @@ from ..errors import CorruptDataError, SerializationError
 from ..schema import corrupt, integer, mapping
 from ..serialize import hex_digits, pack_hex_digits
 from .base import Coded, check_two_symbols_per_byte
+from .context_models import (
+    ALPHA, KINDS, N_STRUCTURED, NONE, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, CountTable, choose_kinds, digits_to_bytes,
+    kind_context, value_digits,
+)  # fmt: skip
 
-__all__ = [
-    "ALPHA", "NONE", "N_STRUCTURED", "KINDS", "value_digits", "digits_to_bytes",
-    "structured_context", "kind_context", "CountTable", "fit_sample", "choose_kinds", "ContextPrior",
-]  # fmt: skip
+__all__ = ["MAX_LANES", "LANE_VALUES", "FIRST_BLOCK", "MAX_BLOCK", "ContextPrior"]
 
-ALPHA = 0.5  # Krichevsky–Trofimov prior count of every digit
-NONE = 16  # stands for "no previous digit / no previous value" in a context
-N_STRUCTURED = 17 * 17 * 17 * 2  # contexts per digit position
 MAX_LANES = 4096
 LANE_VALUES = 256  # fewest values per lane: short lanes lose the previous-value context too often
 FIRST_BLOCK = 16  # plain digits: counts are refreshed after 16, 32, 64, ... symbols
 MAX_BLOCK = 1 << 16
 
 
-def value_digits(data: bytes, group: int) -> tuple[np.ndarray, np.ndarray]:
-    """A (values, 2 * group) matrix of hex digits (high nibble first) and the digits of a
-    trailing partial value."""
-    digits = hex_digits(data, np.int32)
-    width = 2 * group
-    whole = len(digits) // width * width
-    return digits[:whole].reshape(-1, width), digits[whole:]
-
-
-def digits_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
-    """Inverse of :func:`value_digits`, from the transposed (digits, values) layout."""
-    values = np.empty((planes.shape[1], planes.shape[0] // 2), dtype=np.uint8)
-    for j in range(values.shape[1]):
-        values[:, j] = (planes[2 * j] << 4) | planes[2 * j + 1]
-    return values.tobytes() + pack_hex_digits(tail)
-
-
-def structured_context(p: int, d1, prev, prev2, zero) -> np.ndarray:
-    """Context index of digit ``p`` (vectorized): previous digit of the value, same digit of the
-    two previous values (``NONE`` where absent or unused), and whether the value is zero so far."""
-    return p * N_STRUCTURED + ((d1 * 17 + prev) * 17 + prev2) * 2 + zero
-
-
-#: Which of (previous digit, previous value, value before) each context kind uses. Sequential
-#: kinds read earlier values and are coded in lanes; plain kinds only read the value itself.
-SEQUENTIAL_KINDS = {"zP": (0, 1, 0), "s1": (1, 1, 0), "s2": (1, 1, 1), "sP2": (0, 1, 1)}
-PLAIN_KINDS = {"z": (0, 0, 0), "zd": (1, 0, 0)}
-#: Digits stored as they are (4 bits each) beside the range-coded part: the low mantissa digits
-#: are random, and an adaptive model pays a learning cost on top of their 4 bits.
-RAW = "raw"
-KINDS = SEQUENTIAL_KINDS | PLAIN_KINDS | {RAW: (0, 0, 0)}
-
-
-def kind_context(kind: str, p: int, d1, prev, prev2, zero) -> np.ndarray:
-    """:func:`structured_context` with the fields ``kind`` does not use set to ``NONE``."""
-    use_d1, use_prev, use_prev2 = KINDS[kind]
-    return structured_context(p, d1 if use_d1 else NONE, prev if use_prev else NONE,
-                              prev2 if use_prev2 else NONE, zero)  # fmt: skip
-
-
-_ONE = np.float32(1.0)
-
-
-class CountTable:
-    """Adaptive digit counts per context. float32 integers + ALPHA: exact up to 2^24 per entry
-    and deterministic beyond (IEEE rounding), half the memory traffic of float64."""
-
-    def __init__(self, n_contexts: int) -> None:
-        self.counts = np.full((n_contexts, 16), ALPHA, dtype=np.float32)
-        self._flat = self.counts.reshape(-1)
-
-    def rows(self, contexts: np.ndarray) -> np.ndarray:
-        """Unnormalized probabilities (constriction rescales each row exactly)."""
-        return self.counts[contexts]
-
-    def update(self, contexts: np.ndarray, digits: np.ndarray) -> None:
-        np.add.at(self._flat, contexts * 16 + digits, _ONE)  # a typed scalar: numpy's fast path
-
-
-def _log2_rising(n_max: int, alpha: float) -> np.ndarray:
-    """``out[n] = log2(alpha (alpha+1) ... (alpha+n-1))``: adaptive code lengths in closed form.
-    A cumulative sum is sequential, so a longer table starts with exactly the shorter one."""
-    return np.concatenate([[0.0], np.cumsum(np.log2(np.arange(n_max) + alpha))])
-
-
-class _AdaptiveCost:
-    """Exact code length of adaptive KT counts per context (independent of the coding order) of
-    every context kind at one digit position.
-
-    Large inputs are read once per position into a joint histogram over all structured contexts,
-    each kind's counts being a marginal of it; small ones (where the histogram's 157k bins cost
-    more than the data) are counted per kind. Both lay a kind's count rows out as its context
-    indices order them, from the lowest context seen to the highest, so the floating-point sums
-    are the same whichever route an input takes.
-    """
-
-    _SHAPE = (17, 17, 17, 2, 16)  # previous digit, previous value, value before, zero, digit
-    DIRECT_MAX = 1 << 14  # values up to which counting per kind is cheaper
-
-    def __init__(self, n_max: int) -> None:
-        self.totals_table = _log2_rising(n_max, 16 * ALPHA)
-        self.counts_table = _log2_rising(n_max, ALPHA)
-
-    def costs(self, d1, prev, prev2, zero, digits) -> dict[str, float]:
-        kinds = SEQUENTIAL_KINDS | PLAIN_KINDS
-        if len(digits) <= self.DIRECT_MAX:
-            return {kind: self._bits(self._kind_rows(kind, d1, prev, prev2, zero, digits)) for kind in kinds}
-        index = structured_context(0, d1, prev, prev2, zero) * 16 + digits
-        joint = np.bincount(index, minlength=int(np.prod(self._SHAPE))).reshape(self._SHAPE)
-        return {kind: self._bits(self._marginal_rows(joint, kind)) for kind in kinds}
-
-    @staticmethod
-    def _kind_rows(kind: str, d1, prev, prev2, zero, digits) -> np.ndarray:
-        """Rows from the lowest context seen on (the ones before it are empty)."""
-        contexts = kind_context(kind, 0, d1, prev, prev2, zero)
-        contexts -= contexts.min()
-        return np.bincount(contexts * 16 + digits, minlength=(int(contexts.max()) + 1) * 16).reshape(-1, 16)
-
-    def _marginal_rows(self, joint: np.ndarray, kind: str) -> np.ndarray:
-        used = KINDS[kind]
-        marginal = joint.sum(axis=tuple(axis for axis, use in enumerate(used) if not use))
-        rows = np.zeros(self._SHAPE, dtype=joint.dtype)
-        rows[tuple(slice(None) if use else NONE for use in used)] = marginal
-        return rows.reshape(-1, 16)
-
-    def _bits(self, rows: np.ndarray) -> float:
-        totals = rows.sum(axis=1)
-        present = np.flatnonzero(totals)
-        if not len(present):
-            return 0.0
-        counts, totals = rows[present[0] : present[-1] + 1], totals[present[0] : present[-1] + 1]
-        return float(self.totals_table[totals].sum() - self.counts_table[counts].sum())
-
-
-def fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) -> np.ndarray:
-    """Evenly spread contiguous blocks of a large matrix: enough to choose contexts, fast. Only
-    these rows are read (a lazy matrix streamed from a file computes no others)."""
-    if len(matrix) <= blocks * block_values:
-        return matrix
-    starts = np.linspace(0, len(matrix) - block_values, blocks).astype(np.int64)
-    return np.concatenate([matrix[s : s + block_values] for s in starts])
-
-
-#: Code lengths closer than this are ties (they differ only by floating-point summation order).
-TIE_BITS = 1e-6
-
-
-def _cheapest(kinds, bits: dict[str, float]) -> str:
-    """The first of ``kinds`` (simplest first) within :data:`TIE_BITS` of the cheapest: periodic
-    data gives several kinds the same counts, and the choice must not hang on rounding."""
-    best = min(bits[kind] for kind in kinds)
-    return next(kind for kind in kinds if bits[kind] <= best + TIE_BITS)
-
-
-def choose_kinds(matrix: np.ndarray) -> list[str]:
-    """A context kind per digit position: the sequential prefix and kinds that minimize the exact
-    adaptive code length of (a sample of) the data."""
-    width = matrix.shape[1]
-    if not len(matrix):
-        return ["z"] * width
-    planes = np.ascontiguousarray(fit_sample(matrix).T, dtype=np.int32)  # contexts < 2^18
-    n = planes.shape[1]
-    none = np.full(n, NONE, dtype=np.int32)
-    zero = np.ones(n, dtype=np.int32)  # all earlier digits of the value are zero
-    cost = _AdaptiveCost(n)
-    sequential, plain = [], []
-    for p, digits in enumerate(planes):
-        previous = np.concatenate([none[:1], digits[:-1]])  # the same digit of the value before
-        previous2 = np.concatenate([none[:2], digits[:-2]])[:n]
-        bits = cost.costs(planes[p - 1] if p else none, previous, previous2, zero, digits)
-        zero &= digits == 0
-        bits[RAW] = 4.0 * n
-        sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
-        plain.append(_cheapest([*PLAIN_KINDS, RAW], bits))
-        bits_saved = bits[plain[-1]] - bits[sequential[-1]]
-        plain[-1], sequential[-1] = (plain[-1], 0.0), (sequential[-1], bits_saved)
-    saved = np.concatenate([[0.0], np.cumsum([bits_saved for _, bits_saved in sequential])])
-    prefix = int(np.argmax(saved))
-    return [kind for kind, _ in sequential[:prefix] + plain[prefix:]]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ..errors import CorruptDataError
 from ..schema import corrupt, integer, mapping
 from ..serialize import Serialization
 from .base import ModelLoader, SteppedPrior
-from .context import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
+from .context_models import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
 from .llm import NibblePrior
 from .mixer import GeometricMixer
 
