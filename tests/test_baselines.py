@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,20 @@ def test_missing_package_makes_a_codec_unavailable(monkeypatch) -> None:
     assert not get_codec("brotli").available()
     assert get_codec("brotli").missing_packages() == ["brotli"]
     assert get_codec("gzip").available()
+
+
+@pytest.mark.skipif(shutil.which("zpaq") is None, reason="the zpaq binary is not installed")
+def test_zpaq_round_trips_real_gradients_smaller_than_xz(real_gradients) -> None:
+    codec = get_codec("zpaq")
+    data = real_gradients["float32"][:16384]
+    blob = codec.compress(data, np.dtype("float32"))
+    assert codec.decompress(blob, np.dtype("float32"), len(data)) == data
+    assert len(blob) < len(get_codec("lzma").compress(data, np.dtype("float32")))
+
+
+def test_zpaq_without_the_binary_is_reported_plainly(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros(16, np.float32))
+    [result] = run_bench([path], codecs=["zpaq"], protocols=["whole"])
+    assert result.status == "skipped" and "zpaq binary on PATH" in result.message

@@ -24,10 +24,14 @@ import io
 import lzma
 import math
 import platform
+import shutil
 import struct
+import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -37,6 +41,7 @@ from ..errors import InputError
 __all__ = [
     "Codec",
     "BaselineCodec",
+    "BinaryCodec",
     "CODECS",
     "get_codec",
     "register_codec",
@@ -333,6 +338,48 @@ def _stdlib(compress: Callable[[bytes], bytes], decompress: Callable[[bytes], by
     return (lambda data, dtype: compress(data)), (lambda blob, dtype, n: decompress(blob))
 
 
+# --- zpaq: a context-mixing archiver, run as an external binary -----------------------------
+
+ZPAQ_HINT = "the zpaq binary on PATH (e.g. apt-get install zpaq)"
+
+
+def _zpaq_compress(data: bytes, dtype: np.dtype) -> bytes:
+    """``zpaq a -m5`` (its strongest built-in method) on one file; the whole archive is counted,
+    its small journal and file entry included. One thread, like lmgc's context coder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "x").write_bytes(data)
+        _run_zpaq(["a", "a.zpaq", "x", "-m5", "-t1", "-noattributes"], tmp)
+        return (Path(tmp) / "a.zpaq").read_bytes()
+
+
+def _zpaq_decompress(blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "a.zpaq").write_bytes(blob)
+        _run_zpaq(["x", "a.zpaq", "x", "-to", "out", "-t1"], tmp)
+        out = Path(tmp) / "out"
+        return out.read_bytes() if out.is_file() else b""
+
+
+def _run_zpaq(args: list[str], cwd: str) -> None:
+    done = subprocess.run(["zpaq", *args], cwd=cwd, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"zpaq {args[0]} failed ({done.returncode}): {done.stderr[-300:]!r}")
+
+
+@dataclass(frozen=True)
+class BinaryCodec(BaselineCodec):
+    """A codec that runs an external program: available when ``program`` is on PATH."""
+
+    program: str = ""
+    hint: str = ""
+
+    def available(self) -> bool:
+        return shutil.which(self.program) is not None
+
+    def missing_packages(self) -> list[str]:
+        return [] if self.available() else [self.hint]
+
+
 _PLANES_ZSTD = _byte_planes_codec(_zstd19_plane, _zstd_plane_decompress)
 _PLANES_LZMA = _byte_planes_codec(lzma.compress, _lzma_plane_decompress)
 
@@ -364,6 +411,8 @@ _BUILTIN = [
     BaselineCodec("planes-zstd", "byte planes, each zstd-19 (ZipNN-style)", *_PLANES_ZSTD,
                   ("zstandard",)),
     BaselineCodec("planes-lzma", "byte planes, each xz preset 6 (ZipNN-style)", *_PLANES_LZMA),
+    BinaryCodec("zpaq", "zpaq -m5, one thread (context mixing; external binary)", _zpaq_compress,
+                _zpaq_decompress, program="zpaq", hint=ZPAQ_HINT),
 ]
 
 CODECS: dict[str, Codec] = {codec.name: codec for codec in _BUILTIN}

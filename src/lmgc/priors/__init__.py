@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..errors import CorruptDataError, InputError
 from .base import Coded, ModelLoader, Prior
+from .cm import ContextMixingPrior
 from .context import ContextPrior
 from .hybrid import HybridPrior
 from .llm import LLMPrior, NibblePrior
@@ -21,7 +22,7 @@ PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (LLMPrior, NibblePrio
 
 #: ``(name, level) -> class`` for names offered at several levels (``--level``), like zstd's;
 #: ``PRIORS[name]`` is the default level. Each level records its own kind in the header.
-LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior}
+LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior, ("context", "max"): ContextMixingPrior}
 
 
 def prior_class(name: str, level: str | None = None) -> type[Prior]:

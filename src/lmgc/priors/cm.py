@@ -1,0 +1,296 @@
+"""``--prior context --level max``: a context-mixing codec for float tensors (PAQ/lpaq style).
+
+Each value is coded bit by bit, most significant first, in the serialization's byte order
+(sign/exponent byte first by default). The model (:mod:`lmgc.priors.cm_model`) mixes six
+context models per bit: the value's own earlier bytes; the heads (sign, exponent, top mantissa
+bits) of the previous value and of the value a short stride back; fast and slow running
+magnitudes; the value one *row* (a long stride) back; zero runs, signs and the place in a
+3x3 kernel; the running magnitude a row back. All of it is integer arithmetic compiled with
+numba, so both sides compute the same probabilities on any machine; constriction codes the bits.
+
+The encoder chooses the byte positions stored raw per input (those whose bytes are nearly
+uniform: an adaptive model only adds its learning cost there, and each raw byte saves the
+decoder eight steps; recorded in the identity) and, per block of 4096 values, a long and a short
+stride among candidates (:func:`choose_strides`: a tensor's rows, conv kernels and channels show
+up as strides; stored in the chunk's payload, two bytes per block). Each chunk is coded in lanes
+(see :mod:`~lmgc.priors.cm_model`): the decoder makes one numba call and one constriction call
+per step, for all lanes at once.
+
+>>> import numpy as np, lmgc
+>>> x = (np.random.default_rng(0).standard_normal(4096) * 1e-3).astype(np.float32)
+>>> blob = lmgc.compress(x, prior=ContextMixingPrior.create())
+>>> bool((lmgc.decompress(blob) == x).all()) and len(blob) < x.nbytes
+True
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+import numpy as np
+
+from ..codec import progress_bar
+from ..coder import FAMILY, payload_bytes, range_decoder, range_encoder
+from ..errors import CorruptDataError, SerializationError
+from ..schema import corrupt, mapping
+from .base import Coded
+
+__all__ = ["STRIDES", "ContextMixingPrior", "choose_strides", "lane_layout", "raw_positions"]
+
+MAX_LANES = 512  # a decoder step's two calls cost ~4 us: 512 lanes' bits amortize them
+LANE_VALUES = 128  # fewest values per lane: each lane starts without history
+MIN_LANES = 128  # a step with fewer lanes spends more on calls than on the model
+LONG_LANE = 1024  # values per lane where there are enough: long rows (strides) fit in a lane
+#: Row strides the encoder tries: powers of two, conv kernel sizes (3x3 -> 9) and kernel sizes
+#: times channel counts (a conv weight gradient's in-channel repeats every 9 * in_channels).
+STRIDES = (2, 3, 4, 5, 7, 8, 9, 16, 25, 27, 32, 49, 64, 75, 96, 128, 144, 192, 256, 288, 384,
+           512, 576, 768, 784, 1024, 1152, 2048, 2304, 4096, 4608, 8192, 9216)  # fmt: skip
+SHORT = 64  # strides below this are "short" (within a kernel or a few channels)
+BLOCK_BITS = 12  # values per block of one row stride: 4096 (the kernels read it from here)
+RAW_ENTROPY = 7.99  # bits per byte from which a byte position is stored raw
+ENCODE_BLOCK_BITS = 1 << 20  # bits per constriction call when encoding
+
+
+def _model():
+    """The numba kernels, imported on first use: ``import lmgc`` stays free of numba."""
+    from . import cm_model
+
+    return cm_model
+
+
+def lane_layout(n_values: int) -> tuple[int, int]:
+    """(lanes, values per lane) for a chunk of ``n_values`` values (part of the format): lanes
+    of :data:`LONG_LANE` values (long rows fit in them), but at least :data:`MIN_LANES` lanes
+    of :data:`LANE_VALUES` or more values (a decoder step must have some work) and at most
+    :data:`MAX_LANES`."""
+    lanes = max(1, min(MAX_LANES, max(n_values // LONG_LANE, min(MIN_LANES, n_values // LANE_VALUES))))
+    return lanes, -(-n_values // lanes) if n_values else 0
+
+
+def table_bits(n_bytes: int) -> int:
+    """log2 of each model's table size: about two slots per coded bit, 4096 to 1 M slots."""
+    return min(20, max(12, (4 * n_bytes).bit_length()))
+
+
+def _heads(matrix: np.ndarray) -> np.ndarray:
+    """Top 12 bits of each value (as :func:`lmgc.priors.cm_model._head`)."""
+    if matrix.shape[1] == 1:
+        return matrix[:, 0].astype(np.int64)
+    return (matrix[:, 0].astype(np.int64) << 4) | (matrix[:, 1] >> 4)
+
+
+def _block_distance(mags: np.ndarray, stride: int, starts: np.ndarray) -> np.ndarray:
+    distance = np.full(len(mags), 2048, dtype=np.int64)
+    distance[stride:] = np.abs(mags[stride:] - mags[:-stride])
+    return np.add.reduceat(distance, starts)
+
+
+def choose_strides(matrix: np.ndarray) -> np.ndarray:
+    """Per block of ``2**BLOCK_BITS`` values, two indices into ``(0, *STRIDES)``: the long row
+    stride (at least :data:`SHORT` values) and the short one, each the candidate whose value is
+    closest in magnitude to the value it predicts (mean absolute difference of the 12-bit heads
+    without sign); the long one only where closer than the previous value (else 0: none)."""
+    mags = _heads(matrix) & 0x7FF
+    n, block = len(mags), 1 << BLOCK_BITS
+    n_blocks = -(-n // block)
+    _, lane_len = lane_layout(n)
+    starts = np.arange(n_blocks) * block
+    best = np.zeros((n_blocks, 2), dtype=np.int64)
+    best[:, 1] = 1  # stride 2: the value before the previous one
+    best_distance = np.full((n_blocks, 2), np.inf)
+    for index, stride in enumerate(STRIDES, start=1):
+        if stride == SHORT:  # a long stride must beat the previous value, else none is used
+            best_distance[:, 0] = _block_distance(mags, 1, starts) * 0.98
+        if stride >= min(lane_len, n):
+            break
+        distance = _block_distance(mags, stride, starts)
+        column = int(stride < SHORT)
+        better = distance < best_distance[:, column]
+        best[better, column], best_distance[better, column] = index, distance[better]
+    return best
+
+
+def raw_positions(matrix: np.ndarray) -> list[int]:
+    """Byte positions whose order-0 entropy is at least :data:`RAW_ENTROPY` bits (never all)."""
+    raw = []
+    for p in range(matrix.shape[1]):
+        counts = np.bincount(matrix[:, p], minlength=256)
+        freq = counts[counts > 0] / len(matrix)
+        if len(matrix) >= 4096 and float(-(freq * np.log2(freq)).sum()) >= RAW_ENTROPY:
+            raw.append(p)
+    return raw if len(raw) < matrix.shape[1] else raw[1:]
+
+
+def _config(n_values: int, group: int, coded: list[int], n_bytes: int) -> np.ndarray:
+    """What the kernels need to know of a chunk: bytes per value, values, values per lane, lanes,
+    coded byte positions (how many, then which), log2 of the table size."""
+    lanes, lane_len = lane_layout(n_values)
+    cfg = np.zeros(6 + group, dtype=np.int64)
+    cfg[:6] = group, n_values, lane_len, lanes, len(coded), table_bits(n_bytes)
+    cfg[6 : 6 + len(coded)] = coded
+    return cfg
+
+
+def _matrix(data: bytes, group: int) -> tuple[np.ndarray, bytes]:
+    whole = len(data) // group * group
+    return np.frombuffer(data[:whole], dtype=np.uint8).reshape(-1, group).copy(), data[whole:]
+
+
+class ContextMixingPrior:
+    """Context mixing of float values, bit by bit (see the module docstring).
+
+    Args:
+        raw: byte positions of each value stored as they are; ``None`` lets the encoder choose
+            them per input (:func:`raw_positions`) and record them.
+    """
+
+    name = "context"
+    kind = "context-cm"
+    version = 1
+    default_chunk_bytes = 64 << 20  # the most a header allows: the model learns across a chunk
+
+    def __init__(self, raw: list[int] | None = None) -> None:
+        self.raw = raw
+
+    @classmethod
+    def create(cls, serialization=None, threads: int = 1, load=None) -> ContextMixingPrior:
+        """No model to load; single-threaded whatever ``threads`` says."""
+        return cls()
+
+    @classmethod
+    def check_identity(cls, recorded, group: int) -> dict:
+        mapping(recorded, "context-mixing prior", {"kind", "version", "raw_positions"})
+        if recorded["version"] != cls.version:
+            raise corrupt(f"context-mixing prior version must be {cls.version}", recorded["version"])
+        raw = recorded["raw_positions"]
+        if (not isinstance(raw, list) or len(raw) >= group
+                or any(type(p) is not int or not 0 <= p < group for p in raw)
+                or raw != sorted(set(raw))):  # fmt: skip
+            raise corrupt(f"raw_positions must be sorted distinct byte positions below {group}, "
+                          "not all", raw)  # fmt: skip
+        return dict(recorded)
+
+    @classmethod
+    def environment(cls, identity: dict) -> dict:
+        """numba compiles the integer model; constriction quantizes the probabilities."""
+        return {name: _version(name) for name in ("constriction", "numba", "numpy")}
+
+    @classmethod
+    def describe(cls, identity: dict) -> list[tuple[str, str]]:
+        raw = ", ".join(map(str, identity["raw_positions"])) or "none"
+        return [("prior", f"context mixing (level max), byte positions stored raw: {raw}")]
+
+    @classmethod
+    def check_symbol_counts(cls, n_symbols, sizes, serialization, group: int) -> None:
+        """One symbol per byte (the bits of raw positions included)."""
+        for i, (count, size) in enumerate(zip(n_symbols, sizes)):
+            if count != size:
+                raise CorruptDataError(f"chunk {i} claims {count} symbols for {size} bytes")
+
+    @classmethod
+    def from_identity(cls, recorded: dict, serialization=None, load=None) -> ContextMixingPrior:
+        return cls(list(recorded["raw_positions"]))
+
+    def identity(self) -> dict:
+        """The lane, table, stride-block and learning-rate rules belong to ``version``."""
+        return {"kind": self.kind, "version": self.version, "raw_positions": self.raw}
+
+    def fit(self, stream: bytes, group: int) -> ContextMixingPrior:
+        """This prior with the raw positions chosen for ``stream`` unless given."""
+        raw = raw_positions(_matrix(stream, group)[0]) if self.raw is None else self.raw
+        if len(raw) >= group or any(not 0 <= p < group for p in raw):
+            raise SerializationError(f"bad raw byte positions {raw} for values of {group} bytes")
+        return ContextMixingPrior(sorted(set(raw)))
+
+    def encode(self, stream: bytes, chunks, group: int, batch: int, progress: bool) -> Coded:
+        coder = self.fit(stream, group)
+        payloads = []
+        with progress_bar(len(stream), "compress", progress, unit="B") as bar:
+            for chunk in chunks:
+                payloads.append(coder.encode_chunk(chunk, group)[0])
+                bar.update(len(chunk))
+        return Coded(payloads, [len(chunk) for chunk in chunks], coder.identity())
+
+    def decode(self, payloads, n_symbols, sizes, group: int, batch: int, progress: bool) -> list[bytes]:
+        chunks = []
+        with progress_bar(sum(sizes), "decompress", progress, unit="B") as bar:
+            for payload, size in zip(payloads, sizes):
+                chunks.append(self.decode_chunk(payload, size, group))
+                bar.update(size)
+        return chunks
+
+    def _coded(self, group: int) -> list[int]:
+        return [p for p in range(group) if p not in self.raw]
+
+    def encode_chunk(self, data: bytes, group: int,
+                     stats: bool = False) -> tuple[bytes, np.ndarray | None]:  # fmt: skip
+        """(payload, with ``stats`` the ideal code length in bits of each coded byte position).
+
+        Payload: two stride indices per block of values, the raw byte positions of every value,
+        the bytes of a trailing partial value, then the range coder's words."""
+        model = _model()
+        matrix, tail = _matrix(data, group)
+        coded = self._coded(group)
+        cfg = _config(len(matrix), group, coded, len(data))
+        stride_index = choose_strides(matrix)
+        state = model.new_state(cfg, np.array((0, *STRIDES))[stride_index])
+        lanes = state[4].shape[0]
+        steps = int(cfg[2]) * 8 * len(coded)
+        block = max(1, ENCODE_BLOCK_BITS // lanes)
+        out_p = np.empty(block * lanes, dtype=np.int64)
+        out_bits = np.empty(block * lanes, dtype=np.int32)
+        probs = np.empty((lanes, 2), dtype=np.float64)
+        encoder = range_encoder()
+        position_bits = np.zeros(len(coded))
+        for first in range(0, steps, block):
+            stop = min(steps, first + block)
+            n = model.encode_steps(first, stop, cfg, *state, matrix, probs, out_p, out_bits)
+            p1 = out_p[:n] / 4096.0
+            encoder.encode(out_bits[:n], FAMILY, np.stack([1.0 - p1, p1], axis=1))
+            if not stats:
+                continue
+            cost = -np.log2(np.where(out_bits[:n] == 1, p1, 1.0 - p1))
+            byte_of_step = np.arange(first, stop) % (8 * len(coded)) // 8
+            byte_of_bit = np.repeat(byte_of_step, _active_counts(cfg, first, stop))
+            position_bits += np.bincount(byte_of_bit, cost, minlength=len(coded))
+        prefix = stride_index.astype(np.uint8).tobytes() + matrix[:, self.raw].tobytes() + tail
+        return prefix + payload_bytes(encoder), position_bits if stats else None
+
+    def decode_chunk(self, payload: bytes, n_bytes: int, group: int) -> bytes:
+        model = _model()
+        n_values = n_bytes // group
+        n_blocks = -(-n_values // (1 << BLOCK_BITS))
+        raw_end = 2 * n_blocks + n_values * len(self.raw)
+        prefix_size = raw_end + n_bytes % group
+        if len(payload) < prefix_size:
+            raise CorruptDataError("chunk payload is shorter than its stride indices and raw bytes")
+        stride_index = np.frombuffer(payload, np.uint8, 2 * n_blocks).reshape(n_blocks, 2)
+        if n_blocks and (int(stride_index.max()) > len(STRIDES) or int(stride_index[:, 1].min()) == 0):
+            raise CorruptDataError(f"chunk payload names a stride out of 1...{len(STRIDES)}")
+        matrix = np.zeros((n_values, group), dtype=np.uint8)
+        raw = np.frombuffer(payload[2 * n_blocks : raw_end], np.uint8)
+        matrix[:, self.raw] = raw.reshape(n_values, len(self.raw))
+        decoder = range_decoder(payload[prefix_size:])
+        coded = self._coded(group)
+        cfg = _config(n_values, group, coded, n_bytes)
+        state = model.new_state(cfg, np.array((0, *STRIDES))[stride_index])
+        lanes = state[4].shape[0]
+        probs = np.empty((lanes, 2), dtype=np.float64)
+        bits = np.zeros(lanes, dtype=np.int32)
+        steps = int(cfg[2]) * 8 * len(coded)
+        try:
+            for step, active in enumerate(_active_counts(cfg, 0, steps)):
+                model.advance(step, cfg, *state, matrix, bits, probs)
+                bits = decoder.decode(FAMILY, probs[:active])
+        except AssertionError as exc:  # constriction's answer to data no encoder wrote
+            raise CorruptDataError(f"chunk payload is corrupt: {exc}") from None
+        if steps:
+            model.update(steps - 1, cfg, *state, matrix, bits)
+        return matrix.tobytes() + payload[raw_end:prefix_size]
+
+
+def _active_counts(cfg: np.ndarray, first: int, stop: int) -> np.ndarray:
+    """Active lanes at each step in [first, stop)."""
+    n_values, lane_len, lanes, n_coded = (int(cfg[i]) for i in (1, 2, 3, 4))
+    t = np.arange(first, stop) // (8 * n_coded)
+    return np.minimum(lanes, (n_values - t + lane_len - 1) // lane_len)

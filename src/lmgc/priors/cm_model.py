@@ -1,0 +1,354 @@
+"""The context-mixing model of :mod:`lmgc.priors.cm`: integer kernels compiled with numba.
+
+Every coded bit of a value is predicted by up to ``N_MODELS`` context models (:data:`MODELS`),
+each an adaptive probability (lpaq's StateMap: 22-bit probability, 10-bit count, rate
+1/(n + 1.5) down to 1/(limit + 1.5)) in a hashed table, in blocks of 16 slots per nibble so
+that a model costs one cache line per nibble. A logistic mixer (stretch domain, 16.16 integer
+weights, a weight set per bit of the value and zero run, or zero-ness of the values a row and a
+short stride back) combines them, and one or two APM/SSE stages refine the result. All arithmetic is integer (12-bit probabilities,
+lpaq's stretch/squash tables, fixed shifts), so the probabilities are the same bits on every
+machine and thread setting.
+
+Values are coded in *lanes* (contiguous runs of values advancing in lockstep, one bit of every
+lane per step): :func:`predict` gives the probabilities of one step's bits from the state as it
+was before the step, :func:`update` then trains on the bits lane after lane. The tables are
+shared by all lanes; only the history (earlier values of the lane, the partial byte) is a
+lane's own, read from the value matrix ``vals`` itself (rows of earlier steps are complete in
+the decoder too). The encoder runs the same two functions in the same order
+(:func:`encode_steps`), so both sides compute identical probabilities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .cm import BLOCK_BITS
+
+__all__ = ["MODELS", "N_MODELS", "advance", "encode_steps", "new_state", "predict", "update"]
+
+#: The context models, in table order; each context also holds the byte's place in the value
+#: and the value's earlier bytes (for ``own`` the first two and whether each later one is zero;
+#: the first two for the others).
+MODELS = (
+    "own",  # nothing else: the value's own prefix
+    "neighbours",  # heads of the previous value and of the value a short stride back
+    "magnitude",  # running magnitude of the lane's recent values and the last sign
+    "row",  # head of the value a long stride (a tensor row or channel) back, or of 3 previous
+    "zeros",  # zero run, signs of the 3 previous values, coarse previous head, place in a kernel
+    "row-magnitude",  # running magnitude a row back and here
+)
+N_MODELS = len(MODELS)
+N_IN = N_MODELS + 1  # plus a constant bias input
+FULL_BYTES = 2  # leading bytes of a value seen by every model and both APMs (sign, exponent)
+#: The models of the later (mantissa) bytes: near-random, they pay for few (more measured no
+#: better); there "own" sees whether each earlier byte is zero and "neighbours" is order 0
+#: instead (its count limit is higher: stationary).
+LATER_MODELS = (1 << 0) | (1 << 1)
+ORDER0 = 1
+MAX_BITS = 64  # bits of a value (group of up to 8 bytes)
+MIXER_SETS = 12  # weight sets per bit: 8 zero-run buckets, or whether the row and short-stride
+# values are zero (or absent)
+APM2_BITS = 10
+LIMIT, ORDER0_LIMIT = 255, 1023
+MIXER_SHIFT = 13  # learning rate of the mixer: delta w = x * err >> MIXER_SHIFT
+APM_RATE = 7
+NONE = 4096  # an absent earlier value's 12-bit head
+#: Values per 3x3 conv kernel: a conv gradient's border taps differ from its centre in magnitude
+#: and in how often they are zero, so the place in a kernel (index mod 9) is a context.
+KERNEL = 9
+
+#: lpaq's squash knots: 4096 / (1 + e^-x) at x = -8 ... 8 in steps of 1/2 (interpolated).
+SQUASH_KNOTS = np.array([1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
+                         2549, 2994, 3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085,
+                         4089, 4092, 4093, 4094], dtype=np.int64)  # fmt: skip
+
+
+@njit(cache=True)
+def _squash(d):
+    """4096 / (1 + e^(-d/256)) in integers, d clamped to [-2047, 2047]."""
+    if d > 2047:
+        return 4095
+    if d < -2047:
+        return 1
+    w = d & 127
+    i = (d >> 7) + 16
+    return (SQUASH_KNOTS[i] * (128 - w) + SQUASH_KNOTS[i + 1] * w + 64) >> 7
+
+
+def _stretch_table() -> np.ndarray:
+    """Inverse of squash: ``STRETCH[p] = ln(p / (1 - p))`` in the same units (lpaq's table)."""
+    table = np.empty(4096, dtype=np.int64)
+    pi = 0
+    for x in range(-2047, 2048):
+        v = int(_squash(x))
+        table[pi : v + 1] = x
+        pi = v + 1
+    table[pi:] = 2047
+    return table
+
+
+STRETCH = _stretch_table()
+#: Counter step sizes: 1/(n + 1.5) in 2^15 units (lpaq's StateMap).
+DT = np.array([16384 // (n + n + 3) for n in range(1024)], dtype=np.int64)
+
+# Per-lane state columns (int64 matrix ``lane``).
+C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW = range(9)
+FV = 9  # value-level context of each model
+BH = FV + N_MODELS  # hash of each model's context at the start of the byte
+SLOT = BH + N_MODELS  # table slot each model read for the current bit
+XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)
+LANE_FIELDS = XS + N_IN
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xD6E8FEB86659FD93)
+_S32 = np.uint64(32)
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+@njit(cache=True)
+def _hash(a, b):
+    """A 32-bit hash of two non-negative integers (uint64 arithmetic wraps the same everywhere)."""
+    x = np.uint64(a) * _M1 + np.uint64(b)
+    x ^= x >> _S32
+    x *= _M2
+    x ^= x >> _S32
+    return np.int64(x & _MASK32)
+
+
+def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these (long,
+    short) row strides: (tables, weights, apm1, apm2, lane, magnitude average after each value,
+    strides)."""
+    tables = np.full(N_MODELS << int(cfg[5]), 1 << 31, dtype=np.uint32)
+    weights = np.full(MAX_BITS * MIXER_SETS * N_IN, (1 << 16) // 7, dtype=np.int64)
+    knots = np.array([_squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
+    apm1 = np.tile(knots, MAX_BITS * 256)
+    apm2 = np.tile(knots, 1 << APM2_BITS)
+    lane = np.zeros((max(1, int(cfg[3])), LANE_FIELDS), dtype=np.int64)
+    lane[:, C0] = 1
+    emas = np.zeros(max(1, int(cfg[1])), dtype=np.int32)
+    return tables, weights, apm1, apm2, lane, emas, strides.astype(np.int64)
+
+
+@njit(cache=True)
+def _head(vals, r):
+    """The top 12 bits of value ``r``: sign, exponent and top mantissa bits of a float."""
+    if vals.shape[1] == 1:
+        return np.int64(vals[r, 0])
+    return (np.int64(vals[r, 0]) << 4) | (np.int64(vals[r, 1]) >> 4)
+
+
+@njit(cache=True)
+def _active(cfg, t):
+    """Lanes that still have a value ``t`` (a prefix of the lanes: only the last ones are short)."""
+    lane_len = cfg[2]
+    return min(cfg[3], (cfg[1] - t + lane_len - 1) // lane_len)
+
+
+@njit(cache=True)
+def _value_contexts(vals, lane, emas, strides, j, r, t):
+    """The value-level context of each model from earlier values of lane ``j`` (row ``r``)."""
+    h1 = _head(vals, r - 1) if t >= 1 else NONE
+    h2 = _head(vals, r - 2) if t >= 2 else NONE
+    h3 = _head(vals, r - 3) if t >= 3 else NONE
+    stride, short = strides[r >> BLOCK_BITS, 0], strides[r >> BLOCK_BITS, 1]
+    hs = _head(vals, r - short) if short <= t else NONE
+    row = _head(vals, r - stride) if 0 < stride <= t else NONE
+    row_ema = emas[r - stride + 1] >> 5 if 1 < stride <= t else 0xFFFF
+    ema = lane[j, EMA] if t >= 1 else 0xFFFF
+    zb = lane[j, ZRUN]
+    zbucket = zb if zb < 3 else (3 if zb < 5 else (4 if zb < 9 else (5 if zb < 17 else 6)))
+    if t == 0:
+        zbucket = 7
+    signs = ((h1 >> 11) & 1) | (((h2 >> 11) & 1) << 1) | (((h3 >> 11) & 1) << 2)
+    lane[j, FV + 0] = 0
+    lane[j, FV + 1] = ((h1 >> 2) << 13) | (hs >> 2)
+    slow = lane[j, SLOW] if t >= 1 else 0xFFFF
+    lane[j, FV + 2] = (((ema >> 4) << 13) | ((slow >> 5) << 1)) | ((h1 >> 11) & 1)
+    if row != NONE:
+        lane[j, FV + 3] = (row << 13) | (h1 >> 3)
+    else:
+        lane[j, FV + 3] = (1 << 40) | ((h1 >> 3) << 26) | ((h2 >> 3) << 13) | (h3 >> 3)
+    lane[j, FV + 4] = (((r % KERNEL) << 20) | (zbucket << 16) | (signs << 12)) | (h1 >> 4)
+    lane[j, FV + 5] = (row_ema << 16) | ((ema >> 5) << 1) | ((row >> 11) & 1)
+    lane[j, ROW] = r
+    lane[j, H1] = h1
+    lane[j, MCTX] = 4 + zbucket if zbucket else 2 * (row & 0x7FF == 0) + (hs & 0x7FF == 0)
+
+
+@njit(cache=True)
+def _byte_contexts(vals, lane, j, bpos):
+    """Each model's context hash for byte ``bpos`` of the lane's current value."""
+    r = lane[j, ROW]
+    full = np.int64(bpos + 1)
+    for b in range(bpos):  # beyond the first two bytes, only whether each is zero
+        full = (full << 8) | vals[r, b] if b < 2 else (full << 1) | (vals[r, b] == 0)
+    coarse = np.int64(bpos + 1)
+    for b in range(min(bpos, 2)):
+        coarse = (coarse << 8) | vals[r, b]
+    lane[j, BH + 0] = _hash(full, 0)
+    for m in range(1, N_MODELS):
+        lane[j, BH + m] = _hash(_hash(lane[j, FV + m], coarse), m)
+    if bpos >= FULL_BYTES:
+        lane[j, BH + ORDER0] = _hash(bpos, ORDER0)
+
+
+@njit(cache=True)
+def _uses(m, bpos):
+    return bpos < FULL_BYTES or (LATER_MODELS >> m) & 1
+
+
+@njit(cache=True)
+def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs):
+    """Probabilities of bit ``step`` of every active lane into ``probs`` (rows [p0, p1])."""
+    t, k = divmod(step, 8 * cfg[4])
+    cb, bit = divmod(k, 8)
+    bpos = cfg[6 + cb]
+    table_bits = cfg[5]
+    mask = (np.int64(1) << table_bits) - 16
+    lane_len = cfg[2]
+    active = _active(cfg, t)
+    # First pass: table reads only, so that the cache misses of all lanes overlap.
+    for j in range(active):
+        c0 = lane[j, C0]
+        if bit == 0:
+            if cb == 0:
+                _value_contexts(vals, lane, emas, strides, j, j * lane_len + t, t)
+            _byte_contexts(vals, lane, j, bpos)
+        nibble = c0 if bit < 4 else (c0 & ((1 << (bit - 4)) - 1)) | (1 << (bit - 4))
+        for m in range(N_MODELS):
+            if not _uses(m, bpos):
+                lane[j, XS + m] = 0
+                continue
+            if bit == 0 or bit == 4:
+                base = _hash(lane[j, BH + m], c0 if bit == 4 else 0) & mask
+                slot = (np.int64(m) << table_bits) + base + nibble
+            else:
+                slot = (lane[j, SLOT + m] & ~np.int64(15)) + nibble
+            lane[j, SLOT + m] = slot
+            lane[j, XS + m] = STRETCH[tables[slot] >> 20]
+    for j in range(active):
+        c0 = lane[j, C0]
+        w0 = (k * MIXER_SETS + lane[j, MCTX]) * N_IN
+        lane[j, XS + N_MODELS] = 256
+        dot = np.int64(0)
+        for i in range(N_IN):
+            dot += lane[j, XS + i] * weights[w0 + i]
+        pr = _squash(dot >> 16)
+        s = STRETCH[pr] + 2048
+        lo, wt = s >> 7, s & 127
+        base1 = (k * 256 + c0) * 33 + lo
+        p1 = (apm1[base1] * (128 - wt) + apm1[base1 + 1] * wt) >> 11
+        lane[j, A1] = base1 + (wt >> 6)
+        if bpos < FULL_BYTES:
+            base2 = (_hash(lane[j, H1], k * 256 + c0) & ((1 << APM2_BITS) - 1)) * 33 + lo
+            p2 = (apm2[base2] * (128 - wt) + apm2[base2 + 1] * wt) >> 11
+            lane[j, A2] = base2 + (wt >> 6)
+            p = (pr + p1 + 2 * p2 + 2) >> 2
+        else:
+            p = (pr + 3 * p1 + 2) >> 2
+        p = min(4095, max(1, p))
+        probs[j, 1] = p / 4096.0
+        probs[j, 0] = (4096 - p) / 4096.0
+
+
+@njit(cache=True)
+def _train_apm(apm, i, y):
+    g = (y << 16) + (y << APM_RATE) - y - y
+    apm[i] += (g - apm[i]) >> APM_RATE
+
+
+@njit(cache=True)
+def update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits):
+    """Train on bit ``step`` of every active lane, lane after lane; completes bytes in ``vals``."""
+    n_coded = cfg[4]
+    t, k = divmod(step, 8 * n_coded)
+    cb, bit = divmod(k, 8)
+    bpos = cfg[6 + cb]
+    for j in range(_active(cfg, t)):
+        y = np.int64(bits[j])
+        for m in range(N_MODELS):
+            if not _uses(m, bpos):
+                continue
+            slot = lane[j, SLOT + m]
+            v = np.int64(tables[slot])
+            n = v & 1023
+            p = v >> 10
+            limit = ORDER0_LIMIT if m == ORDER0 and bpos >= FULL_BYTES else LIMIT
+            v = v + 1 if n < limit else (v & ~np.int64(1023)) | limit
+            v += ((((y << 22) - p) >> 3) * DT[n]) & ~np.int64(1023)
+            tables[slot] = v
+        # The mixer learns from its prediction with the weights as they are now (earlier lanes
+        # of this step have moved them): sequential SGD, not one step summed over all lanes.
+        w0 = (k * MIXER_SETS + lane[j, MCTX]) * N_IN
+        dot = np.int64(0)
+        for i in range(N_IN):
+            dot += lane[j, XS + i] * weights[w0 + i]
+        err = (y << 12) - _squash(dot >> 16)
+        for i in range(N_IN):
+            weights[w0 + i] += (lane[j, XS + i] * err) >> MIXER_SHIFT
+        _train_apm(apm1, lane[j, A1], y)
+        if bpos < FULL_BYTES:
+            _train_apm(apm2, lane[j, A2], y)
+        c0 = (lane[j, C0] << 1) | y
+        if bit == 7:
+            r = lane[j, ROW]
+            vals[r, bpos] = c0 & 255
+            c0 = 1
+            if cb == n_coded - 1:
+                _end_value(cfg, vals, lane, emas, j, r)
+        lane[j, C0] = c0
+
+
+@njit(cache=True)
+def _end_value(cfg, vals, lane, emas, j, r):
+    """Lane statistics after a whole value: magnitude average and zero run."""
+    zero = True
+    for b in range(cfg[0]):
+        if vals[r, b] != 0:
+            zero = False
+    lane[j, ZRUN] = min(lane[j, ZRUN] + 1, 1 << 20) if zero else 0
+    mag = (_head(vals, r) & 0x7FF) << 4
+    first = r % cfg[2] == 0
+    lane[j, EMA] = mag if first else lane[j, EMA] + ((mag - lane[j, EMA]) >> 2)
+    lane[j, SLOW] = mag if first else lane[j, SLOW] + ((mag - lane[j, SLOW]) >> 4)
+    emas[r] = lane[j, EMA]
+
+
+@njit(cache=True)
+def _step_bits(step, cfg, vals, bits):
+    """The true bits of ``step`` (encoder only: it knows every value)."""
+    t, k = divmod(step, 8 * cfg[4])
+    cb, bit = divmod(k, 8)
+    bpos = cfg[6 + cb]
+    n = _active(cfg, t)
+    for j in range(n):
+        bits[j] = (vals[j * cfg[2] + t, bpos] >> (7 - bit)) & 1
+    return n
+
+
+@njit(cache=True)
+def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits, probs):
+    """One decoder step: train on the bits of ``step - 1`` (if any), predict ``step``."""
+    if step > 0:
+        update(step - 1, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits)
+    predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs)
+
+
+@njit(cache=True)
+def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs,
+                 out_p, out_bits):  # fmt: skip
+    """Steps ``first ... stop - 1`` as the decoder runs them; writes each coded bit's
+    12-bit probability of a one and the bit, in coding order. Returns how many."""
+    n = 0
+    bits = np.empty(lane.shape[0], dtype=np.int32)
+    for step in range(first, stop):
+        predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs)
+        active = _step_bits(step, cfg, vals, bits)
+        for j in range(active):
+            out_p[n] = np.int64(probs[j, 1] * 4096.0)
+            out_bits[n] = bits[j]
+            n += 1
+        update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits)
+    return n

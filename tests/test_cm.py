@@ -1,0 +1,195 @@
+"""The context-mixing prior (``--prior context --level max``): exact round trips, the recorded
+identity's schema, bit-identical output across processes and numba thread settings, and corrupt
+payloads that end in an lmgc error or wrong bytes, in bounded time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import lmgc
+from lmgc.api import read_container_info
+from lmgc.errors import CorruptDataError, LmgcError, SerializationError
+from lmgc.priors import LEVELS, prior_class, recorded_class
+from lmgc.priors.cm import STRIDES, ContextMixingPrior, choose_strides, raw_positions
+
+
+def gradient_like(n: int, seed: int = 0, zeros: float = 0.0) -> np.ndarray:
+    """Values whose scale drifts slowly, as in a gradient, with a share of exact zeros."""
+    rng = np.random.default_rng(seed)
+    scale = np.exp(np.cumsum(rng.standard_normal(n)) * 0.05) * 1e-3
+    x = (rng.standard_normal(n) * scale).astype(np.float32)
+    x[rng.random(n) < zeros] = 0
+    return x
+
+
+def round_trip(x: np.ndarray) -> bytes:
+    blob = lmgc.compress(x, prior=ContextMixingPrior.create())
+    back = lmgc.decompress(blob)
+    assert back.dtype == x.dtype and back.shape == x.shape and back.tobytes() == x.tobytes()
+    return blob
+
+
+def test_registered_as_the_max_level_of_context() -> None:
+    assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
+    assert recorded_class("context-cm") is ContextMixingPrior
+    assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int8"])
+def test_round_trips_every_dtype_and_beats_raw(dtype: str) -> None:
+    x = (gradient_like(6000) * 1e3).astype(dtype)
+    blob = round_trip(x)
+    assert read_container_info(blob)["header"]["prior"]["kind"] == "context-cm"
+    if dtype != "int8":
+        assert read_container_info(blob)["payload_bytes"] < x.nbytes
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 129])
+def test_round_trips_tiny_inputs(n: int) -> None:
+    round_trip(gradient_like(n, seed=n))
+
+
+def test_sparse_values_cost_far_less_than_dense_ones() -> None:
+    dense = read_container_info(round_trip(gradient_like(20000)))["payload_bytes"]
+    sparse = read_container_info(round_trip(gradient_like(20000, zeros=0.8)))["payload_bytes"]
+    assert sparse < 0.35 * dense
+
+
+def test_chunks_with_a_partial_value_and_raw_positions_round_trip() -> None:
+    data = gradient_like(3000, seed=3).astype(">f4").tobytes() + b"\x01\x02\x03"
+    prior = ContextMixingPrior(raw=[3])
+    payload, bits = prior.encode_chunk(data, 4, stats=True)
+    assert bits.shape == (3,) and (bits > 0).all()
+    assert prior.decode_chunk(payload, len(data), 4) == data
+
+
+def test_encoder_chooses_raw_positions_and_row_strides() -> None:
+    uniform = np.random.default_rng(0).integers(0, 256, (50000, 4), dtype=np.uint8)
+    uniform[:, 0] = 0x3A  # a constant exponent byte is never stored raw
+    assert raw_positions(uniform) == [1, 2, 3]
+    rows = np.repeat(gradient_like(64, seed=1)[None], 200, axis=0) * np.linspace(1, 2, 64)[None]
+    matrix = np.frombuffer(rows.astype(">f4").tobytes(), np.uint8).reshape(-1, 4)
+    strides = choose_strides(matrix)  # (long, short) per block of 4096 values
+    assert set(strides[1:, 0].tolist()) == {_stride_index(64)} and (strides[:, 1] >= 1).all()
+
+
+def _stride_index(stride: int) -> int:
+    return STRIDES.index(stride) + 1
+
+
+def test_identity_schema_rejects_anything_off() -> None:
+    good = {"kind": "context-cm", "version": 1, "raw_positions": [2]}
+    assert ContextMixingPrior.check_identity(good, 4) == good
+    bad = [
+        ({**good, "extra": 1}, "unknown \\['extra'\\]"),
+        ({"kind": "context-cm", "version": 1}, "missing \\['raw_positions'\\]"),
+        ({**good, "version": 2}, "version must be 1"),
+        ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
+        ({**good, "raw_positions": [4]}, "raw_positions"),
+        ({**good, "raw_positions": [2, 1]}, "raw_positions"),
+        ({**good, "raw_positions": [True]}, "raw_positions"),
+        ({**good, "raw_positions": "2"}, "raw_positions"),
+        ([], "must be a mapping"),
+    ]
+    for recorded, message in bad:
+        with pytest.raises(CorruptDataError, match=message):
+            ContextMixingPrior.check_identity(recorded, 4)
+
+
+def test_symbol_counts_are_one_per_byte() -> None:
+    ContextMixingPrior.check_symbol_counts([10, 4], [10, 4], None, 4)
+    with pytest.raises(CorruptDataError, match="chunk 1 claims 5 symbols for 4 bytes"):
+        ContextMixingPrior.check_symbol_counts([10, 5], [10, 4], None, 4)
+
+
+def test_bad_settings_are_typed_errors() -> None:
+    with pytest.raises(SerializationError, match="bad raw byte positions"):
+        ContextMixingPrior(raw=[0, 1]).fit(b"\0" * 8, 2)
+
+
+def test_describe_names_the_level_and_raw_positions() -> None:
+    lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 1, "raw_positions": [2, 3]})
+    assert lines == [("prior", "context mixing (level max), byte positions stored raw: 2, 3")]
+
+
+def test_level_max_through_the_compressor() -> None:
+    x = gradient_like(3000)
+    blob = lmgc.Compressor(prior="context", level="max").compress(x)
+    assert read_container_info(blob)["header"]["prior"]["kind"] == "context-cm"
+    assert lmgc.decompress(blob).tobytes() == x.tobytes()
+
+
+def test_environment_names_the_libraries_that_decide_the_bits() -> None:
+    assert set(ContextMixingPrior.environment({})) == {"constriction", "numba", "numpy"}
+
+
+ENCODE = """
+import sys, numpy as np
+from lmgc.priors.cm import ContextMixingPrior
+rng = np.random.default_rng(7)
+x = (rng.standard_normal(20000) * np.exp(rng.standard_normal(20000))).astype(">f4")
+sys.stdout.write(ContextMixingPrior([]).encode_chunk(x.tobytes(), 4)[0].hex())  # every byte coded
+"""
+DECODE = """
+import sys, numpy as np
+from lmgc.priors.cm import ContextMixingPrior
+payload = bytes.fromhex(sys.stdin.read())
+sys.stdout.write(ContextMixingPrior([]).decode_chunk(payload, 80000, 4).hex())
+"""
+
+
+def _python(script: str, threads: str, stdin: str = "") -> str:
+    env = {**os.environ, "NUMBA_NUM_THREADS": threads}
+    return subprocess.run([sys.executable, "-c", script], input=stdin, env=env, capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+
+
+def test_identical_bytes_across_processes_and_thread_settings() -> None:
+    one, two = _python(ENCODE, "1"), _python(ENCODE, "2")
+    assert one == two and len(one) < 2 * 80000
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(20000) * np.exp(rng.standard_normal(20000))).astype(">f4")
+    assert bytes.fromhex(_python(DECODE, "1", one)) == x.tobytes()
+
+
+def test_corrupt_payloads_end_in_an_error_or_wrong_bytes_quickly() -> None:
+    data = gradient_like(8000, seed=5).astype(">f4").tobytes()
+    prior = ContextMixingPrior().fit(data, 4)
+    payload = prior.encode_chunk(data, 4)[0]
+    rng = np.random.default_rng(0)
+    cases = [payload[: len(payload) // 2], payload[:3], b"", payload[:-4] + b"\xff" * 4,
+             bytes(rng.integers(0, 256, len(payload), dtype=np.uint8))]  # fmt: skip
+    for i in range(5):
+        garbled = bytearray(payload)
+        garbled[rng.integers(2, len(payload))] ^= 1 << int(rng.integers(8))
+        cases.append(bytes(garbled))
+    for case in cases:
+        start = time.perf_counter()
+        try:
+            out = prior.decode_chunk(case, len(data), 4)
+        except LmgcError:
+            pass
+        else:
+            assert len(out) == len(data)
+        assert time.perf_counter() - start < 10
+
+
+def test_bad_stride_index_is_a_corrupt_data_error() -> None:
+    data = gradient_like(500).astype(">f4").tobytes()
+    payload = ContextMixingPrior([]).encode_chunk(data, 4)[0]
+    for prefix in (b"\xff\x01", b"\x00\x00"):  # a long stride past the list; no short stride
+        with pytest.raises(CorruptDataError, match="names a stride out of 1...33"):
+            ContextMixingPrior([]).decode_chunk(prefix + payload[2:], len(data), 4)
+
+
+def test_corrupt_file_is_caught_by_the_container() -> None:
+    blob = bytearray(round_trip(gradient_like(4000)))
+    blob[-20] ^= 0x10
+    with pytest.raises(LmgcError):
+        lmgc.decompress(bytes(blob))
