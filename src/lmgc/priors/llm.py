@@ -13,7 +13,6 @@ KV-cached loop, so their floating-point output is identical on both sides.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 from collections.abc import Sequence
@@ -26,8 +25,9 @@ from ..models import LanguageModel
 from ..schema import SHA256, integer, mapping, text
 from ..serialize import Serialization, hex_digits, pack_hex_digits
 from .base import ModelLoader, SteppedPrior
+from .llm_engine import LLMSession, RestrictedHead, softmax
 
-__all__ = ["LLMPrior", "NibblePrior", "softmax", "nibbles", "pack_nibbles"]
+__all__ = ["LLMPrior", "NibblePrior", "nibbles", "pack_nibbles"]
 
 HEX_DIGITS = "0123456789abcdef"
 _DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
@@ -43,15 +43,6 @@ def pack_nibbles(digits: np.ndarray, n_bytes: int) -> bytes:
     if len(digits) != 2 * n_bytes:
         raise SerializationError(f"decoded {len(digits)} digits, expected {2 * n_bytes}")
     return pack_hex_digits(digits)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (deterministic numpy code shared by encoder and decoder)."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
 
 
 def _byte_level_decoder() -> dict[str, int]:
@@ -161,8 +152,8 @@ class _LLMBase(SteppedPrior):
 
         self.lm = lm
         self.threads = threads
-        self._token_ids = np.asarray(token_ids, dtype=np.int64)
-        self._head = _RestrictedHead(lm.model, torch.from_numpy(self._token_ids).to(lm.device))
+        self.token_ids = np.asarray(token_ids, dtype=np.int64)
+        self.head = RestrictedHead(lm.model, torch.from_numpy(self.token_ids).to(lm.device))
         self.alphabet_size = len(token_ids)
         tok = lm.tokenizer
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -183,7 +174,7 @@ class _LLMBase(SteppedPrior):
 
     def derived_identity(self) -> dict:
         """Fields version-1 containers also recorded (derived from the tokenizer; checked there)."""
-        return {"alphabet_sha256": hashlib.sha256(self._token_ids.tobytes()).hexdigest(),
+        return {"alphabet_sha256": hashlib.sha256(self.token_ids.tobytes()).hexdigest(),
                 "bos_id": self.bos_id}  # fmt: skip
 
     def _forward(self, ids: np.ndarray) -> np.ndarray:
@@ -192,7 +183,7 @@ class _LLMBase(SteppedPrior):
 
         torch.set_num_threads(self.threads)
         inputs = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.lm.device)[None]
-        return softmax(self._head.logits(inputs, cache=None)[0])
+        return softmax(self.head.logits(inputs, cache=None)[0])
 
 
 class LLMPrior(_LLMBase):
@@ -238,7 +229,7 @@ class LLMPrior(_LLMBase):
             ) from None
 
     def detokenize(self, symbols: np.ndarray) -> str:
-        ids = self._token_ids[np.asarray(symbols, dtype=np.int64)].tolist()
+        ids = self.token_ids[np.asarray(symbols, dtype=np.int64)].tolist()
         return self.lm.tokenizer.decode(ids, clean_up_tokenization_spaces=False)
 
     def symbols(self, chunk: bytes, group: int) -> np.ndarray:
@@ -264,7 +255,7 @@ class LLMPrior(_LLMBase):
         they differ from the step-by-step values in the last bits, so they cannot drive a coder)."""
         if not len(symbols):
             return np.empty((0, self.alphabet_size))
-        return self._forward(np.concatenate([[self.bos_id], self._token_ids[symbols[:-1]]]))
+        return self._forward(np.concatenate([[self.bos_id], self.token_ids[symbols[:-1]]]))
 
 
 class _TokenStream:
@@ -274,8 +265,8 @@ class _TokenStream:
         self._prior = prior
         self.max_symbols = prior.lm.max_positions - 1
 
-    def open(self, lengths: Sequence[int]) -> _LLMSession:
-        return _LLMSession(self._prior, len(lengths), lambda t: ())
+    def open(self, lengths: Sequence[int]) -> LLMSession:
+        return LLMSession(self._prior, len(lengths), lambda t: ())
 
 
 class NibblePrior(_LLMBase):
@@ -322,7 +313,7 @@ class NibblePrior(_LLMBase):
         ids, positions = [self.bos_id], []
         for t, digit in enumerate(symbols):
             positions.append(len(ids) - 1)
-            ids.append(int(self._token_ids[digit]))
+            ids.append(int(self.token_ids[digit]))
             if t + 1 < len(symbols):
                 ids += self.separators_after(t + 1, group)
         return self._forward(np.asarray(ids[:-1]))[positions] if len(symbols) else np.empty((0, 16))
@@ -336,75 +327,11 @@ class _NibbleStream:
         per_group = 2 * group + len(prior.separator_ids)
         self.max_symbols = (prior.lm.max_positions - 1 + len(prior.separator_ids)) // per_group * 2 * group
 
-    def open(self, lengths: Sequence[int]) -> _LLMSession:
+    def open(self, lengths: Sequence[int]) -> LLMSession:
         longest = max(lengths, default=0)
         prior, group = self._prior, self._group
 
         def separators(t: int) -> list[int]:
             return prior.separators_after(t, group) if t < longest else []
 
-        return _LLMSession(prior, len(lengths), separators)
-
-
-class _RestrictedHead:
-    """The LM with its output layer cut down to the alphabet's rows.
-
-    The output layer reads a vocabulary-sized matrix every step (a fifth of SmolLM2's weights);
-    only the alphabet's logits are needed, so only their rows are multiplied. Softcapping (Gemma)
-    is applied as the model itself does.
-    """
-
-    def __init__(self, model, token_ids) -> None:
-        head = model.get_output_embeddings()
-        self.body = model.base_model
-        self.weight = head.weight[token_ids].detach().clone()
-        self.bias = None if head.bias is None else head.bias[token_ids].detach().clone()
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        params = inspect.signature(type(self.body).forward).parameters
-        # transformers 5 renamed ``past_key_values`` to ``cache``; the cache is updated in place.
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
-
-    def logits(self, input_ids, cache) -> np.ndarray:
-        """(batch, positions, alphabet) float32 logits, as numpy."""
-        import torch
-
-        kwargs = {self.cache_arg: cache, "use_cache": cache is not None}
-        with torch.inference_mode():
-            hidden = self.body(input_ids=input_ids, **kwargs).last_hidden_state
-            logits = torch.nn.functional.linear(hidden, self.weight, self.bias)
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits.float().cpu().numpy()
-
-
-class _LLMSession:
-    """KV-cached, one symbol per step: the loop the decoder must run, so the encoder runs it too.
-
-    ``extra_tokens(t)`` gives the token ids fed after the ``t``-th symbol at no cost (nibble
-    mode's separators); the same for every chunk of the batch, so the batch stays rectangular.
-    """
-
-    def __init__(self, prior: _LLMBase, batch_size: int, extra_tokens) -> None:
-        import torch
-        from transformers import DynamicCache
-
-        torch.set_num_threads(prior.threads)
-        self._prior = prior
-        self._batch = batch_size
-        self._cache = DynamicCache()
-        self._extra_tokens = extra_tokens
-        self._fed = 0
-
-    def step(self, symbols: np.ndarray | None) -> np.ndarray:
-        import torch
-
-        prior = self._prior
-        if symbols is None:
-            ids = np.full((self._batch, 1), prior.bos_id, dtype=np.int64)
-        else:
-            self._fed += 1
-            extra = np.asarray(self._extra_tokens(self._fed), dtype=np.int64)
-            ids = np.concatenate([prior._token_ids[symbols][:, None],
-                                  np.broadcast_to(extra, (self._batch, len(extra)))], axis=1)  # fmt: skip
-        inputs = torch.from_numpy(np.ascontiguousarray(ids)).to(prior.lm.device)
-        return softmax(prior._head.logits(inputs, self._cache)[:, -1])
+        return LLMSession(prior, len(lengths), separators)

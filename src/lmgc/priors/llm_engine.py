@@ -1,0 +1,90 @@
+"""Running the model: the restricted output head and the KV-cached step loop both sides replay.
+
+The probabilities an LLM prior codes with come from here, so everything that decides their bits
+(the cache, the shapes fed per step, the threads, the float64 softmax) is in one place.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .llm import _LLMBase
+
+__all__ = ["softmax", "RestrictedHead", "LLMSession"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (deterministic numpy code shared by encoder and decoder)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+class RestrictedHead:
+    """The LM with its output layer cut down to the alphabet's rows.
+
+    The output layer reads a vocabulary-sized matrix every step (a fifth of SmolLM2's weights);
+    only the alphabet's logits are needed, so only their rows are multiplied. Softcapping (Gemma)
+    is applied as the model itself does.
+    """
+
+    def __init__(self, model, token_ids) -> None:
+        head = model.get_output_embeddings()
+        self.body = model.base_model
+        self.weight = head.weight[token_ids].detach().clone()
+        self.bias = None if head.bias is None else head.bias[token_ids].detach().clone()
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        params = inspect.signature(type(self.body).forward).parameters
+        # transformers 5 renamed ``past_key_values`` to ``cache``; the cache is updated in place.
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def logits(self, input_ids, cache) -> np.ndarray:
+        """(batch, positions, alphabet) float32 logits, as numpy."""
+        import torch
+
+        kwargs = {self.cache_arg: cache, "use_cache": cache is not None}
+        with torch.inference_mode():
+            hidden = self.body(input_ids=input_ids, **kwargs).last_hidden_state
+            logits = torch.nn.functional.linear(hidden, self.weight, self.bias)
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits.float().cpu().numpy()
+
+
+class LLMSession:
+    """KV-cached, one symbol per step: the loop the decoder must run, so the encoder runs it too.
+
+    ``extra_tokens(t)`` gives the token ids fed after the ``t``-th symbol at no cost (nibble
+    mode's separators); the same for every chunk of the batch, so the batch stays rectangular.
+    """
+
+    def __init__(self, prior: "_LLMBase", batch_size: int, extra_tokens) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        torch.set_num_threads(prior.threads)
+        self._prior = prior
+        self._batch = batch_size
+        self._cache = DynamicCache()
+        self._extra_tokens = extra_tokens
+        self._fed = 0
+
+    def step(self, symbols: np.ndarray | None) -> np.ndarray:
+        import torch
+
+        prior = self._prior
+        if symbols is None:
+            ids = np.full((self._batch, 1), prior.bos_id, dtype=np.int64)
+        else:
+            self._fed += 1
+            extra = np.asarray(self._extra_tokens(self._fed), dtype=np.int64)
+            ids = np.concatenate([prior.token_ids[symbols][:, None],
+                                  np.broadcast_to(extra, (self._batch, len(extra)))], axis=1)  # fmt: skip
+        inputs = torch.from_numpy(np.ascontiguousarray(ids)).to(prior.lm.device)
+        return softmax(prior.head.logits(inputs, self._cache)[:, -1])
