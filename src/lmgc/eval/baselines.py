@@ -20,9 +20,7 @@ import bz2
 import functools
 import gzip
 import importlib
-import io
 import lzma
-import math
 import platform
 import shutil
 import struct
@@ -37,6 +35,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import InputError
+from .media_codecs import (
+    flac8_compress, flac8_decompress, flac16_compress, flac16_decompress, png_compress, png_decompress,
+    png_shape,
+)  # fmt: skip
 
 __all__ = [
     "Codec",
@@ -55,7 +57,6 @@ EXTRA_HINT = "pip install 'lmgc[baselines]'"
 #: Distributions whose versions decide the codecs' output (``pillow`` is the ``PIL`` module).
 VERSIONED_PACKAGES = ("numpy", "zstandard", "brotli", "pillow", "soundfile", "fpzip", "pcodec",
                       "blosc2")
-FLAC_SAMPLE_RATE = 16_000  # the paper's protocol; FLAC ignores it apart from the header
 
 
 @runtime_checkable
@@ -162,92 +163,6 @@ def _brotli_decompress(blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
     import brotli
 
     return brotli.decompress(blob)
-
-
-# --- PNG: the paper's protocol --------------------------------------------------------------
-
-def png_shape(n: int) -> tuple[int, int]:
-    """(height, width) with height the largest divisor of ``n`` not above sqrt(n).
-
-    A prime ``n`` gives a single 1×n row, where PNG's "up" filters have nothing to use.
-    """
-    if n <= 0:
-        raise InputError(f"PNG needs at least one byte, got {n}")
-    h = next(h for h in range(math.isqrt(n), 0, -1) if n % h == 0)
-    return h, n // h
-
-
-def _png_compress(data: bytes, dtype: np.dtype) -> bytes:
-    from PIL import Image
-
-    if not data:  # PNG has no empty image; an empty input stays empty (its length is known)
-        return b""
-    h, w = png_shape(len(data))  # h*w == n exactly, so no padding is ever needed
-    out = io.BytesIO()
-    Image.frombytes("L", (w, h), data).save(out, format="PNG", optimize=True)
-    return out.getvalue()
-
-
-def _png_decompress(blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
-    from PIL import Image
-
-    if n_bytes == 0:
-        return b""
-    saved_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # large gradients are not decompression bombs
-    try:
-        with Image.open(io.BytesIO(blob)) as image:
-            if image.mode != "L":
-                raise ValueError(f"PNG decoded as mode {image.mode}, expected L")
-            return image.tobytes()[:n_bytes]
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved_limit
-
-
-# --- FLAC: the paper's protocol (8-bit mono, 16 kHz) plus a 16-bit variant -------------------
-
-def _flac_encode(samples: np.ndarray, subtype: str) -> bytes:
-    import soundfile
-
-    out = io.BytesIO()
-    # libsndfile maps compression_level 1.0 to FLAC level 8, the highest the libFLAC encoder has
-    # (the paper's "level 12" only exists in ffmpeg's own FLAC encoder).
-    soundfile.write(out, samples, FLAC_SAMPLE_RATE, format="FLAC", subtype=subtype,
-                    compression_level=1.0)
-    return out.getvalue()
-
-
-def _flac_decode(blob: bytes) -> np.ndarray:
-    import soundfile
-
-    samples, _ = soundfile.read(io.BytesIO(blob), dtype="int16", always_2d=False)
-    return samples
-
-
-def _flac8_compress(data: bytes, dtype: np.dtype) -> bytes:
-    if not data:  # libsndfile writes no file for zero samples
-        return b""
-    signed = np.frombuffer(data, np.uint8).astype(np.int16) - 128  # byte b -> sample b-128
-    return _flac_encode(signed << 8, "PCM_S8")  # libsndfile keeps the high byte of int16
-
-
-def _flac8_decompress(blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
-    if n_bytes == 0:
-        return b""
-    return ((_flac_decode(blob) >> 8) + 128).astype(np.uint8).tobytes()
-
-
-def _flac16_compress(data: bytes, dtype: np.dtype) -> bytes:
-    if not data:
-        return b""
-    padded = data + b"\0" * (len(data) % 2)  # odd length: one zero byte, stripped on decode
-    return _flac_encode(np.frombuffer(padded, "<i2"), "PCM_16")
-
-
-def _flac16_decompress(blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
-    if n_bytes == 0:
-        return b""
-    return _flac_decode(blob).astype("<i2").tobytes()[:n_bytes]
 
 
 # --- float-aware codecs: FPZIP, pcodec, blosc2 ----------------------------------------------
@@ -397,11 +312,11 @@ _BUILTIN = [
     BaselineCodec("brotli", "brotli quality 11", _brotli_compress, _brotli_decompress,
                   ("brotli",)),
     BaselineCodec("png", "8-bit gray PNG, closest-to-square shape, optimize (paper)",
-                  _png_compress, _png_decompress, ("PIL",)),
+                  png_compress, png_decompress, ("PIL",)),
     BaselineCodec("flac", "FLAC 8-bit mono 16 kHz, level 8 (paper protocol)",
-                  _flac8_compress, _flac8_decompress, ("soundfile",)),
+                  flac8_compress, flac8_decompress, ("soundfile",)),
     BaselineCodec("flac-16", "FLAC 16-bit mono 16 kHz, level 8 (byte pairs as int16)",
-                  _flac16_compress, _flac16_decompress, ("soundfile",)),
+                  flac16_compress, flac16_decompress, ("soundfile",)),
     BaselineCodec("fpzip", "FPZIP precision 0 (lossless; float32/float64 only) (paper)",
                   _fpzip_compress, _fpzip_decompress, ("fpzip",), _is_float32_or_64),
     BaselineCodec("pcodec", "pcodec standalone, default level (16/32/64-bit numbers)",
