@@ -1,0 +1,163 @@
+"""LLM codec speed against the model's matmul-only limit, measured side by side in one run.
+
+For each (dtype, batch) setting it measures on the packaged real gradient, chunk 256 B:
+  - lmgc encode and decode through the public API (container decoded and compared), in tokens/s
+    (symbols coded) and bytes/s, with the model loaded beforehand (load time apart);
+  - the matmul-only limit: the model's linear layers alone (every ``nn.Linear`` of the decoder
+    blocks, i.e. q/k/v/o and the MLP's gate/up/down), one token per sequence at the same batch and
+    dtype, timed with torch on the same threads; plus the restricted output head lmgc uses;
+  - their ratio (the issue's target: >= 0.5).
+Runs on CPU, or on a GPU with ``--device cuda`` (then also the GPU's name).
+
+Run:  .venv/bin/python benchmarks/llm_speed.py [--settings float32:16,float32:64,bfloat16:64]
+          [--chunks 32] [--device cpu] [--out benchmarks/results/llm_speed.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+import lmgc
+from lmgc.config import default_threads
+from lmgc.models import load_model
+from lmgc.tensors import read_tensors
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK_BYTES = 256
+
+
+def sample(n_chunks: int) -> np.ndarray:
+    """The first ``n_chunks`` x 256 B of float32 values of the packaged real gradient."""
+    bundle = read_tensors(Path(str(files("lmgc") / "data" / "convnet_w32_mnist_step50.safetensors")))
+    values = np.frombuffer(b"".join(t.data for t in bundle.tensors if t.dtype == "float32"), "<f4")
+    return values[: n_chunks * CHUNK_BYTES // 4].copy()
+
+
+def matmul_limit(lm, batch: int, threads: int, repeats: int = 5) -> float:
+    """Tokens/s of the decoder blocks' linear layers alone at this batch (the compute floor)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    linears = [m for name, m in lm.model.named_modules()
+               if isinstance(m, torch.nn.Linear) and ".layers." in name]  # fmt: skip
+    dtype = next(lm.model.parameters()).dtype
+    inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=dtype, device=lm.device) for m in linears}
+    with torch.inference_mode():
+        for m in linears:  # warm-up
+            m(inputs[m.in_features])
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(lm.device)
+            start = time.perf_counter()
+            for m in linears:
+                m(inputs[m.in_features])
+            _sync(lm.device)
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def coded(values: np.ndarray, dtype: str, batch: int, device: str, threads: int) -> dict:
+    """Encode + decode through the API; tokens are the container's coded symbols."""
+    compressor = lmgc.Compressor(prior="llm", chunk_bytes=CHUNK_BYTES, batch_size=batch, dtype=dtype,
+                                 device=device, threads=threads)  # fmt: skip
+    start = time.perf_counter()
+    blob = compressor.compress(values)
+    encode_s = time.perf_counter() - start
+    decompressor = lmgc.Decompressor(model=compressor.prior.lm.spec)
+    start = time.perf_counter()
+    back = decompressor.decompress(blob)
+    decode_s = time.perf_counter() - start
+    if back.tobytes() != values.tobytes():
+        raise SystemExit("decoded bytes differ from the original")
+    info = lmgc.read_container_info(blob)
+    tokens = sum(c["symbols"] for c in info["chunks"])
+    return {"tokens": tokens, "bytes": values.nbytes, "encode_s": encode_s, "decode_s": decode_s,
+            "rate_pct": 100 * len(blob) / values.nbytes}  # fmt: skip
+
+
+def run(settings: list[tuple[str, int]], n_chunks: int, device: str, threads: int) -> list[dict]:
+    values = sample(n_chunks)
+    rows = []
+    for dtype, batch in settings:
+        start = time.perf_counter()
+        lm = load_model(None, dtype=dtype, device=device)
+        load_s = time.perf_counter() - start
+        result = coded(values, dtype, batch, device, threads)
+        limit = matmul_limit(lm, batch, threads)
+        enc_tps, dec_tps = result["tokens"] / result["encode_s"], result["tokens"] / result["decode_s"]
+        row = {"dtype": dtype, "batch": batch, "load_s": load_s, **result, "limit_tok_s": limit,
+               "encode_tok_s": enc_tps, "decode_tok_s": dec_tps,
+               "encode_ratio": enc_tps / limit, "decode_ratio": dec_tps / limit}  # fmt: skip
+        print(f"{dtype} batch {batch}: encode {enc_tps:,.0f} tok/s, decode {dec_tps:,.0f} tok/s, "
+              f"limit {limit:,.0f} tok/s, ratio {row['encode_ratio']:.2f} / {row['decode_ratio']:.2f}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# LLM codec speed vs the matmul-only limit",
+        "",
+        f"{meta['date']}, {meta['machine']}, device {meta['device']}, {meta['threads']} torch threads, "
+        f"torch {meta['torch']}, load average {meta['load']} at the start. Model SmolLM2-135M (GGUF Q4_1 "
+        f"dequantized), `--prior llm`, chunks of {CHUNK_BYTES} B of the packaged ConvNet gradient "
+        f"({meta['chunks']} chunks), encoded, decoded and compared. Limit: the decoder blocks' "
+        "linear layers alone at the same batch, dtype and threads (best of 5).",
+        "",
+        "| dtype | batch | tokens | encode tok/s | decode tok/s | limit tok/s | encode / limit | "
+        "decode / limit | encode B/s | decode B/s | size % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dtype']} | {r['batch']} | {r['tokens']:,} | {r['encode_tok_s']:,.0f} | "
+            f"{r['decode_tok_s']:,.0f} | {r['limit_tok_s']:,.0f} | {r['encode_ratio']:.2f} | "
+            f"{r['decode_ratio']:.2f} | {r['bytes'] / r['encode_s']:,.0f} | {r['bytes'] / r['decode_s']:,.0f} | "
+            f"{r['rate_pct']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default="float32:16,float32:64,bfloat16:64",
+                        help="comma-separated DTYPE:BATCH pairs")  # fmt: skip
+    parser.add_argument("--chunks", type=int, default=32, help="chunks of 256 B to code (default 32)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/llm_speed.md")
+    args = parser.parse_args()
+    import torch
+
+    settings = [(s.split(":")[0], int(s.split(":")[1])) for s in args.settings.split(",")]
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
+            "threads": args.threads, "torch": torch.__version__, "chunks": args.chunks,
+            "load": f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
+    rows = run(settings, args.chunks, args.device, args.threads)
+    text = markdown(rows, meta)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
