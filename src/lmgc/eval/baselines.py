@@ -112,6 +112,10 @@ class BaselineCodec:
     def missing_packages(self) -> list[str]:
         return [m for m in self.requires if not _module_available(m)]
 
+    def install_hint(self) -> str:
+        """How to get what :meth:`missing_packages` names."""
+        return EXTRA_HINT
+
     def supports(self, dtype: np.dtype) -> bool:
         return self.accepts(np.dtype(dtype))
 
@@ -255,7 +259,7 @@ def _stdlib(compress: Callable[[bytes], bytes], decompress: Callable[[bytes], by
 
 # --- zpaq: a context-mixing archiver, run as an external binary -----------------------------
 
-ZPAQ_HINT = "the zpaq binary on PATH (e.g. apt-get install zpaq)"
+ZPAQ_HINT = "e.g. apt-get install zpaq"
 
 
 def _zpaq_compress(data: bytes, dtype: np.dtype) -> bytes:
@@ -292,7 +296,10 @@ class BinaryCodec(BaselineCodec):
         return shutil.which(self.program) is not None
 
     def missing_packages(self) -> list[str]:
-        return [] if self.available() else [self.hint]
+        return [] if self.available() else [f"the {self.program} binary on PATH"]
+
+    def install_hint(self) -> str:
+        return self.hint
 
 
 _PLANES_ZSTD = _byte_planes_codec(_zstd19_plane, _zstd_plane_decompress)

@@ -122,7 +122,8 @@ def _bench_one(source: FileBytes, codec: Codec, protocol: str, spans: list[tuple
                 **(lossy.fields() if lossy else {}))
     if not codec.available():
         missing = getattr(codec, "missing_packages", lambda: [])()
-        need = f"needs {', '.join(missing)} ({EXTRA_HINT})" if missing else "not available"
+        hint = getattr(codec, "install_hint", lambda: EXTRA_HINT)()
+        need = f"needs {', '.join(missing)} ({hint})" if missing else "not available"
         return BenchResult(status="skipped", message=need, **base)
     if not codec.supports(source.dtype):
         return BenchResult(status="n/a", message=f"does not take {source.dtype_name} elements",

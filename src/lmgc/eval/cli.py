@@ -91,7 +91,7 @@ def _list_codecs() -> str:
 
     lines = []
     for codec in CODECS.values():
-        state = "ok" if codec.available() else f"missing ({EXTRA_HINT})"
+        state = "ok" if codec.available() else f"missing ({getattr(codec, 'install_hint', lambda: EXTRA_HINT)()})"
         lines.append(f"{codec.name:12} {state:10} {getattr(codec, 'description', '')}")
     return "\n".join(lines)
 
