@@ -1,7 +1,7 @@
 """Mutation campaign against the decoder: every hostile or corrupted .lmgc gives an LmgcError.
 
 Builds a few real containers (context prior: several chunks, one large range-coded chunk, a
-lossy file; the committed version-1 golden file; context files relabelled as LLM files, one naming
+lossy file, a folder of two files; the context-mixing level; the committed version-1 golden file; context files relabelled as LLM files, one naming
 an embedded model and one naming a hub id), mutates them with the families below, and decodes
 each case in worker processes with a memory limit (RLIMIT_AS) and a time limit. Outcomes:
 
@@ -33,6 +33,7 @@ import queue
 import resource
 import signal
 import subprocess
+import tempfile
 import time
 import zlib
 from datetime import datetime, timezone
@@ -66,6 +67,7 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
     from lmgc.container import unpack
     from lmgc.tensors import read_tensors
     from lmgc.testing import forge
+    from safetensors.numpy import save_file
 
     with np.load(GOLDEN / "sample.npz") as data:
         sample = {name: data[name] for name in ("conv.weight", "conv.bias")}
@@ -83,8 +85,19 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         counts = [2 * header.chunk_size(i) for i in range(header.n_chunks)]
         return forge(chunked, fields, n_symbols=counts)
 
+    with tempfile.TemporaryDirectory() as tmp:  # a folder: its file paths are untrusted input too
+        root = Path(tmp) / "run"
+        (root / "sub").mkdir(parents=True)
+        np.save(root / "a.npy", values[:600])
+        save_file({"w": values[600:1000].reshape(20, 20).copy()}, str(root / "sub" / "b.safetensors"))
+        lmgc.compress_file(root, Path(tmp) / "run.lmgc", prior="context", chunk_bytes=1024)
+        folder = (Path(tmp) / "run.lmgc").read_bytes()
+
     return {
         "context, 4 chunks (dict of 2 tensors)": (chunked, True),
+        "context --level max, 2 chunks": (lmgc.compress(values[:2048].copy(), prior="context", level="max",
+                                                        chunk_bytes=4096), True),  # fmt: skip
+        "context, a folder of 2 files": (folder, True),
         "context, one 32 KB chunk": (lmgc.compress(values[:8192].copy(), prior="context"), True),
         "context + lossy quant:8": (lmgc.compress(sample, prior="context", lossy="quant:8"), True),
         "version 1 golden (context)": ((GOLDEN / "sample-v1-context.lmgc").read_bytes(), False),
@@ -289,10 +302,22 @@ def make_case(index: int, bases: dict) -> tuple[str, str, bytes]:
 
 
 def _same(a, b) -> bool:
+    """Exactly the same decoded objects: keys in order, dtypes, shapes and bytes (numpy arrays, or
+    torch tensors: a .safetensors file decodes to torch tensors)."""
     if isinstance(a, dict) and isinstance(b, dict):
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
-            and a.shape == b.shape and a.tobytes() == b.tobytes())  # fmt: skip
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if type(a).__name__ == "Tensor" and type(b).__name__ == "Tensor":
+        return _tensor_key(a) == _tensor_key(b)
+    return False
+
+
+def _tensor_key(tensor) -> tuple:
+    import torch
+
+    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return str(tensor.dtype), tuple(tensor.shape), raw
 
 
 def _cli_outcome(data: bytes, folder: Path) -> str:
@@ -317,8 +342,6 @@ def _cli_outcome(data: bytes, folder: Path) -> str:
 
 def worker(indices: list[int], results: mp.Queue, timeout: float, memory_mb: int, max_rss_mb: int,
            cli_every: int) -> None:  # fmt: skip
-    import tempfile
-
     from lmgc import api, decoder
     from lmgc.errors import LimitExceededError, LmgcError, ModelError
 
