@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lmgc.config import DEFAULT_BATCH_SIZE, CodecConfig, default_threads
+from lmgc import config as config_module
+from lmgc.config import DEFAULT_BATCH_SIZE, CodecConfig, default_threads, model_dtype
 from lmgc.errors import SerializationError
 from lmgc.serialize import Serialization
 
@@ -17,7 +18,7 @@ from lmgc.serialize import Serialization
     ({"chunk_bytes": 1 << 27}, r"chunk size must be in \[1, 67108864\], not 134217728"),
     ({"batch_size": True}, r"batch size must be in \[1, 65536\], not True"),
     ({"threads": -1}, r"threads must be in \[1, 4096\], not -1"),
-    ({"dtype": "int8"}, "model dtype must be one of"),
+    ({"dtype": "int8"}, "model dtype must be auto or one of"),
 ])  # fmt: skip
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(SerializationError, match=message):
@@ -57,3 +58,13 @@ def test_the_header_codec_field_keeps_its_order():
     assert list(codec) == ["serialization", "group_bytes", "chunk_bytes", "batch_size"]
     assert codec == {"serialization": "hex-comma-be", "group_bytes": 4, "chunk_bytes": 512,
                      "batch_size": DEFAULT_BATCH_SIZE}  # fmt: skip
+
+
+def test_auto_dtype_is_bfloat16_only_where_it_is_native(monkeypatch):
+    assert CodecConfig().dtype == "auto"
+    assert model_dtype("float16", "cpu") == "float16"  # an explicit choice stands
+    assert model_dtype("auto", "cuda:0") == "bfloat16"
+    monkeypatch.setattr(config_module, "_cpu_has_native_bf16", lambda: False)
+    assert model_dtype("auto", "cpu") == "float32"  # emulated bfloat16 would be slower
+    monkeypatch.setattr(config_module, "_cpu_has_native_bf16", lambda: True)
+    assert model_dtype("auto", "cpu") == "bfloat16"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .codec import progress_bar, split_chunks
-from .config import DEFAULT_BATCH_SIZE, CodecConfig
+from .config import DEFAULT_BATCH_SIZE, CodecConfig, model_dtype
 from .container import pack
 from .decoder import INTEGRITY, Decompressor, read_container_info
 from .environment import environment
@@ -137,7 +137,8 @@ class Compressor:
         if isinstance(prior, str):  # the model loads only for priors that use one
             config = self.config
             prior = prior_cls.create(config.serialization, config.threads, lambda: load_model(
-                model, dtype=config.dtype, device=config.device, announce=progress))  # fmt: skip
+                model, dtype=model_dtype(config.dtype, config.device), device=config.device,
+                announce=progress))  # fmt: skip
         self.prior = prior
         self.progress = progress
 

@@ -236,7 +236,7 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
         DEFAULT_PRIOR,
         PRIORS,
     )
-    from .config import MODEL_DTYPES
+    from .config import AUTO_DTYPE, MODEL_DTYPES
     from .priors import LEVELS
     from .serialize import DEFAULT_SERIALIZATION
 
@@ -261,7 +261,9 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default min(4, cores))")
-    parser.add_argument("--model-dtype", default="float32", choices=MODEL_DTYPES)
+    parser.add_argument("--model-dtype", default=AUTO_DTYPE, choices=(AUTO_DTYPE, *MODEL_DTYPES),
+                        help="what the LLM computes in (default auto: bfloat16 where the CPU or GPU "
+                        "has native bfloat16, else float32; the header records the one used)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
