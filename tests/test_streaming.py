@@ -288,6 +288,10 @@ def test_a_folder_round_trips_through_the_cli(tmp_path, capsys):
     assert np.array_equal(objects["grad_1.npy"], np.load(root / "grad_1.npy"))
     assert objects["grad_1.json"].tobytes() == (root / "grad_1.json").read_bytes()
     assert packed.read_bytes() == lmgc.Compressor(prior="context", chunk_bytes=5000).compress(open_folder(root).load())
+    capsys.readouterr()
+    assert main(["info", str(packed), "--max-tensors", "100"]) == 0
+    listing = capsys.readouterr().out
+    assert "  grad_1.npy: float32" in listing and "  empty.bin: uint8 [0]" in listing  # tensors under their files
 
 
 def test_a_folder_needs_recursive_and_refuses_links_and_lossy(tmp_path, capsys):

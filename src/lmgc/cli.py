@@ -97,6 +97,15 @@ def _cmd_decompress(args) -> int:
     return 0
 
 
+def _tensor_labels(manifest: dict) -> list[str]:
+    """Each tensor's name, prefixed by its file's path in a folder container."""
+    names = [t["name"] for t in manifest["tensors"]]
+    if manifest["format"] != "folder":
+        return [name or "<tensor>" for name in names]
+    paths = [f["path"] for f in manifest["files"] for _ in range(f["tensors"])]
+    return [f"{path}:{name}" if name else path for path, name in zip(paths, names)]
+
+
 def _cmd_info(args) -> int:
     from .api import read_container_info
     from .files import read_input_bytes
@@ -128,8 +137,8 @@ def _cmd_info(args) -> int:
         f"tensors:       {len(manifest['tensors'])} ({manifest['format']})",
     ]
     bundle = TensorBundle.from_manifest(manifest, [b""] * len(manifest["tensors"]))
-    for t in bundle.tensors[: args.max_tensors]:
-        lines.append(f"  {t.name or '<tensor>'}: {t.dtype} {list(t.shape)}")
+    for label, t in list(zip(_tensor_labels(manifest), bundle.tensors))[: args.max_tensors]:
+        lines.append(f"  {label}: {t.dtype} {list(t.shape)}")
     if len(bundle.tensors) > args.max_tensors:
         lines.append(f"  … {len(bundle.tensors) - args.max_tensors} more")
     sizes = [c["payload_bytes"] for c in info["chunks"]]
