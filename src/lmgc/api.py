@@ -32,7 +32,7 @@ from .models import load_model
 from .priors import PRIORS as _PRIOR_CLASSES
 from .priors import ContextPrior, Prior, prior_class
 from .priors.base import SteppedPrior
-from .sources import TensorFile, open_folder, open_tensors
+from .sources import TensorFile, open_input
 from .stream import encode_file, streams
 from .tensors import TensorBundle, bundle_objects, raw_bundle, read_tensors
 
@@ -180,7 +180,7 @@ class Compressor:
         check_output_path(dst, force=force, inputs=[path] if path is not None else [])
         what = path if path is not None else "the input"
         if isinstance(src, (str, os.PathLike)):
-            src = open_folder(src, dtype) if Path(src).is_dir() else open_tensors(src, dtype)
+            src = open_input(src, dtype)
         inputs = src.inputs if isinstance(src, TensorFile) else []
         check_output_path(dst, force=force, inputs=inputs)  # none of a folder's files either
         if isinstance(src, TensorFile) and streams(self.prior) and self.lossy is None:

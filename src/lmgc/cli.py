@@ -53,7 +53,7 @@ def _codec_config(args):
 def _cmd_compress(args) -> int:
     from .api import Compressor
     from .files import check_output_path
-    from .sources import open_folder, open_tensors
+    from .sources import open_input
 
     config = _codec_config(args)
     pipeline = parse_lossy(args.lossy) if args.lossy else None
@@ -64,7 +64,7 @@ def _cmd_compress(args) -> int:
     out = Path(args.output) if args.output else Path(str(Path(args.input)) + ".lmgc")
     check_output_path(out, force=args.force, inputs=[args.input])  # all before the model loads
     # Checked by their headers (a .pt read whole); the tensors are read while they are coded.
-    source = open_folder(args.input, args.dtype) if folder else open_tensors(args.input, args.dtype)
+    source = open_input(args.input, args.dtype)
     compressor = Compressor(args.model, prior=args.prior, level=args.level, config=config,
                             progress=not args.quiet, lossy=pipeline)  # fmt: skip
     result = compressor.compress_file(source, out, force=args.force, verify=args.verify)

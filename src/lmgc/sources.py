@@ -42,7 +42,7 @@ from .tensors import (
     describe_tensors,
 )
 
-__all__ = ["LazyTensor", "TensorFile", "open_tensors", "open_folder"]
+__all__ = ["LazyTensor", "TensorFile", "open_input", "open_tensors", "open_folder"]
 
 #: safetensors' dtype codes -> lmgc's names (the torch names the in-memory reader records).
 _SAFETENSORS_DTYPES = {
@@ -245,3 +245,8 @@ def _open_safetensors(path: Path) -> TensorFile | None:
                for name in names]  # fmt: skip
     tree = {"__dict__": [[name, {"__tensor__": i}] for i, name in enumerate(names)]}
     return _single("safetensors", tensors, path, metadata, tree)
+
+
+def open_input(path: str | os.PathLike, dtype: str | None = None) -> TensorFile:
+    """A folder's path through :func:`open_folder`, anything else through :func:`open_tensors`."""
+    return open_folder(path, dtype) if Path(path).is_dir() else open_tensors(path, dtype)
