@@ -9,7 +9,11 @@ For each (dtype, batch) setting it measures on the packaged real gradient, chunk
   - their ratio (the issue's target: >= 0.5).
 Runs on CPU, or on a GPU with ``--device cuda`` (then also the GPU's name).
 
-Run:  .venv/bin/python benchmarks/llm_speed.py [--settings float32:16,float32:64,bfloat16:64]
+Settings are DTYPE:BATCH[:ENGINE]; BATCH may be ``auto`` (the codec's own choice, reported as
+resolved) and ENGINE ``transformers`` (the model's own forward with transformers' cache, what
+files before the ``lmgc-llama-1`` engine used) or the default engine.
+
+Run:  .venv/bin/python benchmarks/llm_speed.py [--settings bfloat16:auto,float32:64,bfloat16:64:transformers]
           [--chunks 32] [--device cpu] [--out benchmarks/results/llm_speed.md]
 """
 
@@ -65,6 +69,38 @@ def matmul_limit(lm, batch: int, threads: int, repeats: int = 5) -> float:
     return batch / best
 
 
+def attention_seconds(lm, batch: int, threads: int, positions: int, repeats: int = 3) -> float:
+    """Seconds per step of attention alone (the two batched products of every layer over a float32
+    KV cache, as the lmgc-llama-1 engine computes them), averaged over a chunk of ``positions``
+    steps: its reads of the KV cache grow with the context and are no matmul against weights, so
+    the matmul-only limit leaves them out."""
+    import torch
+
+    torch.set_num_threads(threads)
+    config = lm.model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    layers, group = config.num_hidden_layers, heads // kv_heads
+    samples = [max(1, int(positions * (i + 0.5) / 4)) for i in range(4)]
+    keys = torch.randn(batch, kv_heads, dim, positions, device=lm.device)
+    values = torch.randn(batch, kv_heads, positions, dim, device=lm.device)
+    query = torch.randn(batch, kv_heads, group, dim, device=lm.device)
+    total = 0.0
+    with torch.inference_mode():
+        for length in samples:
+            best = float("inf")
+            for _ in range(repeats):
+                _sync(lm.device)
+                start = time.perf_counter()
+                for _ in range(layers):
+                    weights = torch.softmax(torch.matmul(query, keys[..., :length]), dim=-1)
+                    torch.matmul(weights, values[:, :, :length])
+                _sync(lm.device)
+                best = min(best, time.perf_counter() - start)
+            total += best
+    return total / len(samples)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -72,10 +108,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def coded(values: np.ndarray, dtype: str, batch: int, device: str, threads: int) -> dict:
+def coded(values: np.ndarray, dtype: str, batch: int | str, engine: str | None, device: str, threads: int) -> dict:
     """Encode + decode through the API; tokens are the container's coded symbols."""
-    compressor = lmgc.Compressor(prior="llm", chunk_bytes=CHUNK_BYTES, batch_size=batch, dtype=dtype,
-                                 device=device, threads=threads)  # fmt: skip
+    from lmgc.priors import LLMPrior
+    from lmgc.serialize import Serialization
+
+    lm = load_model(None, dtype=dtype, device=device)
+    prior = LLMPrior(lm, Serialization.parse("hex-comma-be"), threads, engine)
+    compressor = lmgc.Compressor(prior=prior, chunk_bytes=CHUNK_BYTES, batch_size=batch, device=device)
     start = time.perf_counter()
     blob = compressor.compress(values)
     encode_s = time.perf_counter() - start
@@ -88,23 +128,28 @@ def coded(values: np.ndarray, dtype: str, batch: int, device: str, threads: int)
     info = lmgc.read_container_info(blob)
     tokens = sum(c["symbols"] for c in info["chunks"])
     return {"tokens": tokens, "bytes": values.nbytes, "encode_s": encode_s, "decode_s": decode_s,
-            "rate_pct": 100 * len(blob) / values.nbytes}  # fmt: skip
+            "rate_pct": 100 * len(blob) / values.nbytes, "engine": prior.engine,
+            "resolved_batch": info["header"]["codec"]["batch_size"]}  # fmt: skip
 
 
-def run(settings: list[tuple[str, int]], n_chunks: int, device: str, threads: int) -> list[dict]:
+def run(settings: list[tuple[str, int | str, str | None]], n_chunks: int, device: str, threads: int) -> list[dict]:
     values = sample(n_chunks)
     rows = []
-    for dtype, batch in settings:
+    for dtype, batch, engine in settings:
         start = time.perf_counter()
         lm = load_model(None, dtype=dtype, device=device)
         load_s = time.perf_counter() - start
-        result = coded(values, dtype, batch, device, threads)
-        limit = matmul_limit(lm, batch, threads)
+        result = coded(values, dtype, batch, engine, device, threads)
+        limit = matmul_limit(lm, result["resolved_batch"], threads)
+        attention = attention_seconds(lm, result["resolved_batch"], threads, result["tokens"] // n_chunks)
+        with_attention = result["resolved_batch"] / (result["resolved_batch"] / limit + attention)
         enc_tps, dec_tps = result["tokens"] / result["encode_s"], result["tokens"] / result["decode_s"]
         row = {"dtype": dtype, "batch": batch, "load_s": load_s, **result, "limit_tok_s": limit,
+               "attention_s_per_step": attention, "limit_with_attention_tok_s": with_attention,
                "encode_tok_s": enc_tps, "decode_tok_s": dec_tps,
-               "encode_ratio": enc_tps / limit, "decode_ratio": dec_tps / limit}  # fmt: skip
-        print(f"{dtype} batch {batch}: encode {enc_tps:,.0f} tok/s, decode {dec_tps:,.0f} tok/s, "
+               "encode_ratio": enc_tps / limit, "decode_ratio": dec_tps / limit,
+               "encode_ratio_attention": enc_tps / with_attention}  # fmt: skip
+        print(f"{dtype} batch {batch} ({result['resolved_batch']}) {result['engine']}: encode {enc_tps:,.0f} tok/s, decode {dec_tps:,.0f} tok/s, "
               f"limit {limit:,.0f} tok/s, ratio {row['encode_ratio']:.2f} / {row['decode_ratio']:.2f}", flush=True)
         rows.append(row)
     return rows
@@ -118,17 +163,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"torch {meta['torch']}, load average {meta['load']} at the start. Model SmolLM2-135M (GGUF Q4_1 "
         f"dequantized), `--prior llm`, chunks of {CHUNK_BYTES} B of the packaged ConvNet gradient "
         f"({meta['chunks']} chunks), encoded, decoded and compared. Limit: the decoder blocks' "
-        "linear layers alone at the same batch, dtype and threads (best of 5).",
+        "linear layers alone at the same batch, dtype and threads (best of 5). Limit with attention: "
+        "that plus attention alone over a float32 KV cache, averaged over a chunk's context lengths "
+        "(best of 3 at four lengths).",
         "",
-        "| dtype | batch | tokens | encode tok/s | decode tok/s | limit tok/s | encode / limit | "
-        "decode / limit | encode B/s | decode B/s | size % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | dtype | batch | tokens | encode tok/s | decode tok/s | limit tok/s | encode / limit | "
+        "decode / limit | limit with attention tok/s | encode / it | encode B/s | decode B/s | size % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        batch = r["batch"] if r["batch"] != "auto" else f"auto → {r['resolved_batch']}"
         lines.append(
-            f"| {r['dtype']} | {r['batch']} | {r['tokens']:,} | {r['encode_tok_s']:,.0f} | "
+            f"| {r['engine']} | {r['dtype']} | {batch} | {r['tokens']:,} | {r['encode_tok_s']:,.0f} | "
             f"{r['decode_tok_s']:,.0f} | {r['limit_tok_s']:,.0f} | {r['encode_ratio']:.2f} | "
-            f"{r['decode_ratio']:.2f} | {r['bytes'] / r['encode_s']:,.0f} | {r['bytes'] / r['decode_s']:,.0f} | "
+            f"{r['decode_ratio']:.2f} | {r['limit_with_attention_tok_s']:,.0f} | "
+            f"{r['encode_ratio_attention']:.2f} | {r['bytes'] / r['encode_s']:,.0f} | {r['bytes'] / r['decode_s']:,.0f} | "
             f"{r['rate_pct']:.2f} |"
         )
     return "\n".join(lines) + "\n"
@@ -136,16 +185,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", default="float32:16,float32:64,bfloat16:64",
-                        help="comma-separated DTYPE:BATCH pairs")  # fmt: skip
-    parser.add_argument("--chunks", type=int, default=32, help="chunks of 256 B to code (default 32)")
+    parser.add_argument("--settings", default="bfloat16:auto,float32:64,bfloat16:64:transformers",
+                        help="comma-separated DTYPE:BATCH[:ENGINE]")  # fmt: skip
+    parser.add_argument("--chunks", type=int, default=64, help="chunks of 256 B to code (default 64)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/llm_speed.md")
     args = parser.parse_args()
     import torch
 
-    settings = [(s.split(":")[0], int(s.split(":")[1])) for s in args.settings.split(",")]
+    settings = []
+    for setting in args.settings.split(","):
+        dtype, batch, *engine = setting.split(":")
+        settings.append((dtype, batch if batch == "auto" else int(batch), engine[0] if engine else None))
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),

@@ -37,7 +37,7 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert recorded_class("context-cm") is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm"}) is ContextMixingPrior
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lmgc import config as config_module
-from lmgc.config import DEFAULT_BATCH_SIZE, CodecConfig, default_threads, model_dtype
+from lmgc.config import CodecConfig, default_threads, model_dtype
 from lmgc.errors import SerializationError
 from lmgc.serialize import Serialization
 
@@ -54,10 +54,9 @@ def test_group_is_the_configured_size_or_the_commonest_element_size():
 
 
 def test_the_header_codec_field_keeps_its_order():
-    codec = CodecConfig(chunk_bytes=512).header_codec(4)
+    codec = CodecConfig(chunk_bytes=512).header_codec(4, 16)
     assert list(codec) == ["serialization", "group_bytes", "chunk_bytes", "batch_size"]
-    assert codec == {"serialization": "hex-comma-be", "group_bytes": 4, "chunk_bytes": 512,
-                     "batch_size": DEFAULT_BATCH_SIZE}  # fmt: skip
+    assert codec == {"serialization": "hex-comma-be", "group_bytes": 4, "chunk_bytes": 512, "batch_size": 16}
 
 
 def test_auto_dtype_is_bfloat16_only_where_it_is_native(monkeypatch):

@@ -109,7 +109,7 @@ class Compressor:
     Args:
         model: model spec (see :mod:`lmgc.models`); default ``$LMGC_MODEL`` or SmolLM2-135M.
         prior: a name — ``llm`` (token mode, the paper's), ``nibble`` (one hex digit per LLM
-            step), ``hybrid`` (nibble LLM mixed with structural context models), ``context`` (the
+            step), ``hybrid`` (token LLM mixed with structural context models), ``context`` (the
             context models alone: no LLM, megabytes per second) — or a
             :class:`~lmgc.priors.base.Prior` object.
         level: for priors offered at several levels (``context``: ``fast``), which one.
@@ -156,9 +156,11 @@ class Compressor:
     def compress(self, source, dtype: str | None = None) -> bytes:
         """Compress a path, array, tensor, nested dict/list of them, or raw bytes (with dtype)."""
         prepared = self._prepare(source, dtype)
-        coded = self.prior.encode(prepared.stream, prepared.chunks, prepared.group,
-                                  self.config.batch_size, self.progress)  # fmt: skip
-        header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group), coded.identity,
+        # state_bytes is optional for a user's own prior: without it, it holds no per-chunk state
+        state = getattr(self.prior, "state_bytes", lambda chunk_bytes, group: 0)
+        batch = self.config.batch_for(len(prepared.chunks), state(self.config.chunk_bytes, prepared.group))
+        coded = self.prior.encode(prepared.stream, prepared.chunks, prepared.group, batch, self.progress)
+        header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group, batch), coded.identity,
                                self.prior.environment(coded.identity), coded.header_fields,
                                prepared.bundle.manifest(), prepared.lossy_info)  # fmt: skip
         return pack(header, coded.payloads, coded.n_symbols, (t.data for t in prepared.bundle.tensors))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["int_at_least", "positive_int"]
+__all__ = ["int_at_least", "positive_int", "batch_size"]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -34,3 +34,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 positive_int = int_at_least(1)
+
+
+def batch_size(text: str) -> int | str:
+    """``auto`` or a positive integer (``--batch``)."""
+    return text if text == "auto" else positive_int(text)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .argtypes import int_at_least, positive_int
+from .argtypes import batch_size, int_at_least, positive_int
 from .collect import cli as collect_cli
 from .errors import InputError, LmgcError, VerificationError
 from .eval import cli as eval_cli
@@ -132,7 +132,7 @@ def _cmd_info(args) -> int:
     lines += [
         f"serialization: {codec['serialization']}, {codec['group_bytes']} B per group, "
         f"batches of {codec['batch_size']} chunks",
-        *(f"{label + ':':<15}{text}" for label, text in recorded_class(prior["kind"]).describe(prior)),
+        *(f"{label + ':':<15}{text}" for label, text in recorded_class(prior).describe(prior)),
         "environment:   " + ", ".join(f"{k} {v}" for k, v in header["environment"].items()),
         f"tensors:       {len(manifest['tensors'])} ({manifest['format']})",
     ]
@@ -224,15 +224,15 @@ def _cmd_demo(args) -> int:
     context_blob = Compressor(prior="context").compress(sample)
     if back.tobytes() != sample.tobytes() or Decompressor().decompress(context_blob).tobytes() != sample.tobytes():
         raise VerificationError("demo: decoded bytes differ from the original")
-    spec = compressor.prior.lm.spec
+    spec, info = compressor.prior.lm.spec, read_container_info(blob)
     _demo_rows(f"2. the first {sample.nbytes:,} bytes of its float32 gradients through the LLM, decoded and "
                "compared: identical", sample.tobytes(), [
         (f"lmgc --prior {args.prior} ({spec}, {compressor.config.serialization.spec})", len(blob)),
-        ("  of which coded chunks (the paper's measure, without the header)", read_container_info(blob)["payload_bytes"]),
+        ("  of which coded chunks (the paper's measure, without the header)", info["payload_bytes"]),
         ("lmgc --prior context (no LLM)", len(context_blob)),
     ])  # fmt: skip
     print(f"lmgc --prior {args.prior}: model load {load_s:.1f} s; encode {sample.nbytes / encode_s:,.0f} B/s, "
-          f"decode {sample.nbytes / decode_s:,.0f} B/s ({compressor.prior.threads} threads, batch {args.batch}, "
+          f"decode {sample.nbytes / decode_s:,.0f} B/s ({compressor.prior.threads} threads, batch {info['header']['codec']['batch_size']}, "
           f"CPU; see README: Benchmarks)")  # fmt: skip
     return 0
 
@@ -240,12 +240,11 @@ def _cmd_demo(args) -> int:
 def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     from .api import (
         CONTEXT_CHUNK_BYTES,
-        DEFAULT_BATCH_SIZE,
         DEFAULT_CHUNK_BYTES,
         DEFAULT_PRIOR,
         PRIORS,
     )
-    from .config import AUTO_DTYPE, MODEL_DTYPES
+    from .config import AUTO_BATCH, AUTO_DTYPE, BATCH_CAP, MODEL_DTYPES, STATE_BUDGET
     from .priors import LEVELS
     from .serialize import DEFAULT_SERIALIZATION
 
@@ -253,7 +252,7 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="read the input as raw little-endian values of this dtype")
     parser.add_argument("--prior", choices=PRIORS, default=DEFAULT_PRIOR,
                         help="llm: the LLM on the paper's tokens (default); nibble: the LLM one hex "
-                        "digit per step; hybrid: nibble LLM mixed with structural context models "
+                        "digit per step; hybrid: token LLM mixed with structural context models "
                         "(best rate); context: the context models alone (no LLM, MB/s)")  # fmt: skip
     parser.add_argument("--level", choices=sorted({level for _, level in LEVELS}),
                         help="for priors offered at several levels: " + ", ".join(
@@ -267,8 +266,10 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-bytes", type=positive_int,
                         help=f"bytes per independently coded chunk (default {DEFAULT_CHUNK_BYTES}; "
                         f"{CONTEXT_CHUNK_BYTES >> 20} MiB with --prior context)")  # fmt: skip
-    parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                        help=f"chunks coded in lockstep (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
+    parser.add_argument("--batch", type=batch_size, default=AUTO_BATCH,
+                        help="chunks coded in lockstep (default auto: the LLM priors take as many "
+                        f"as the device profits from, up to {BATCH_CAP['cpu']} on a CPU, within a "
+                        f"{STATE_BUDGET['cpu'] >> 30} GiB cache budget; the header records it)")  # fmt: skip
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default min(4, cores))")
     parser.add_argument("--model-dtype", default=AUTO_DTYPE, choices=(AUTO_DTYPE, *MODEL_DTYPES),
                         help="what the LLM computes in (default auto: bfloat16 where the CPU or GPU "

@@ -22,9 +22,18 @@ from .errors import SerializationError
 from .header import MAX_BATCH, MAX_CHUNK_BYTES
 from .serialize import DEFAULT_SERIALIZATION, Serialization, check_group_bytes
 
-__all__ = ["CodecConfig", "DEFAULT_BATCH_SIZE", "MODEL_DTYPES", "AUTO_DTYPE", "default_threads", "model_dtype"]
+__all__ = ["CodecConfig", "DEFAULT_BATCH_SIZE", "AUTO_BATCH", "MODEL_DTYPES", "AUTO_DTYPE", "default_threads",
+           "model_dtype", "auto_batch"]  # fmt: skip
 
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 16  # what ``auto`` gives priors that hold no per-chunk state (batching is free there)
+AUTO_BATCH = "auto"  # as many chunks in lockstep as the device profits from and the memory budget allows
+#: Chunks in lockstep beyond which a device gains little: on a CPU the matmuls are near their
+#: best by 64 while attention grows with the batch (benchmarks/results/llm_speed.md); a GPU
+#: wants thousands of sequences in flight.
+BATCH_CAP = {"cpu": 64, "cuda": 4096}
+#: Memory for the per-chunk model state of one batch (an LLM's KV cache). Fixed, not read from the
+#: machine, so the same input and settings always give the same file.
+STATE_BUDGET = {"cpu": 2 << 30, "cuda": 32 << 30}
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 AUTO_DTYPE = "auto"  # bfloat16 where the hardware computes it natively, else float32
 
@@ -53,6 +62,16 @@ def model_dtype(dtype: str, device: str) -> str:
     return "float32"
 
 
+def auto_batch(n_chunks: int, state_bytes: int, device: str) -> int:
+    """The ``auto`` batch size for ``n_chunks`` chunks whose model state takes ``state_bytes``
+    each (0: a prior without per-chunk state). Independent of the number of processes, so a
+    torchrun job writes the same file as one process."""
+    if state_bytes <= 0:
+        return DEFAULT_BATCH_SIZE
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return max(1, min(n_chunks, BATCH_CAP[kind], STATE_BUDGET[kind] // state_bytes))
+
+
 def default_threads() -> int:
     """Torch CPU threads when none are given: results differ between thread counts, so the count
     is recorded; more than 4 rarely pays for a 135M model."""
@@ -74,7 +93,7 @@ class CodecConfig:
         group_bytes: bytes per group (1, 2, 4, 8); ``None``: the data's most common element size.
         chunk_bytes: bytes per independently coded chunk; ``None``: the prior's default
             (:meth:`for_prior`).
-        batch_size: chunks run in lockstep (decoding repeats it).
+        batch_size: chunks run in lockstep (decoding repeats it); ``auto``: :func:`auto_batch`.
         threads: torch CPU threads; ``None``: :func:`default_threads`.
         dtype, device: what an LLM computes in (``auto``: see :func:`model_dtype`).
     """
@@ -82,7 +101,7 @@ class CodecConfig:
     serialization: Serialization | str = DEFAULT_SERIALIZATION
     group_bytes: int | None = None
     chunk_bytes: int | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | str = AUTO_BATCH
     threads: int | None = None
     dtype: str = AUTO_DTYPE
     device: str = "cpu"
@@ -96,7 +115,8 @@ class CodecConfig:
             check_group_bytes(self.group_bytes)
         if self.chunk_bytes is not None:
             _bounded(self.chunk_bytes, "chunk size", MAX_CHUNK_BYTES)
-        _bounded(self.batch_size, "batch size", MAX_BATCH)
+        if self.batch_size != AUTO_BATCH:
+            _bounded(self.batch_size, "batch size", MAX_BATCH)
         if self.threads is not None:
             _bounded(self.threads, "threads", 4096)
         if self.dtype not in (AUTO_DTYPE, *MODEL_DTYPES):
@@ -127,7 +147,13 @@ class CodecConfig:
             totals[itemsize] = totals.get(itemsize, 0) + nbytes
         return max(totals, key=totals.__getitem__, default=4)  # ties: the first seen
 
-    def header_codec(self, group: int) -> dict:
+    def batch_for(self, n_chunks: int, state_bytes: int) -> int:
+        """The batch size to code ``n_chunks`` chunks with (``auto`` resolved: :func:`auto_batch`)."""
+        if self.batch_size == AUTO_BATCH:
+            return auto_batch(n_chunks, state_bytes, self.device)
+        return self.batch_size
+
+    def header_codec(self, group: int, batch_size: int) -> dict:
         """The header's ``codec`` field (key order is part of the coded bytes)."""
         return {"serialization": self.serialization.spec, "group_bytes": group,
-                "chunk_bytes": self.chunk_bytes, "batch_size": self.batch_size}  # fmt: skip
+                "chunk_bytes": self.chunk_bytes, "batch_size": batch_size}  # fmt: skip

@@ -84,7 +84,7 @@ class Decompressor:
         counts, environment, the recorded identity."""
         header = container.header
         sizes = [header.chunk_size(i) for i in range(header.n_chunks)]
-        prior_cls = recorded_class(header.prior["kind"])
+        prior_cls = recorded_class(header.prior)
         prior_cls.check_symbol_counts([entry.n_symbols for entry in container.chunks], sizes,
                                       header.serialization, header.codec["group_bytes"])  # fmt: skip
         check_environment(header.environment, prior_cls.environment(header.prior), self.allow_environment_mismatch)

@@ -153,7 +153,7 @@ def _check_codec(codec) -> tuple[dict, Serialization]:
 def _check_prior(prior, group: int) -> dict:
     from .priors import recorded_class
 
-    return recorded_class(prior.get("kind") if isinstance(prior, dict) else None).check_identity(prior, group)
+    return recorded_class(prior).check_identity(prior, group)
 
 
 def _check_environment(env) -> dict[str, str]:

@@ -122,7 +122,8 @@ def encode_file(prior: ContextPrior, config: CodecConfig, source: TensorFile, ou
     coder = ContextPrior(prior.kinds or choose_kinds(_sample(ordered, group)))
     coder.fit(b"", group)  # the kinds are set: this only checks that they fit the group
     identity = coder.identity()
-    writer = ContainerWriter(out, header_fields(ordered.total, config.header_codec(group), identity,
+    batch = config.batch_for(-(-ordered.total // config.chunk_bytes), coder.state_bytes(config.chunk_bytes, group))
+    writer = ContainerWriter(out, header_fields(ordered.total, config.header_codec(group, batch), identity,
                                                 prior.environment(identity), {}, source.manifest()))  # fmt: skip
     with progress_bar(ordered.total, "compress", progress, unit="B") as bar:
         for chunk in cut_chunks(ordered.pieces(), config.chunk_bytes, writer.add_original):

@@ -1,28 +1,35 @@
 """The priors and their registry: a user's name (``--prior``) or a recorded kind -> the class.
 
 Adding a prior is one module implementing :class:`~lmgc.priors.base.Prior` plus one line in
-:data:`PRIORS` (or in :data:`LEVELS`, for another speed/ratio level of a name that exists).
+:data:`PRIORS` (or in :data:`LEVELS`, for another speed/ratio level of a name that exists). A new
+version of a prior takes the name; the old class moves to :data:`DECODE_ONLY`, so its files still
+decode (:func:`recorded_class` picks the class by the recorded kind and version).
 """
 
 from __future__ import annotations
 
-from ..errors import CorruptDataError, InputError
+from ..errors import CorruptDataError, InputError, UnsupportedVersionError
 from .base import Coded, ModelLoader, Prior
 from .cm import ContextMixingPrior
 from .context import ContextPrior
 from .hybrid import HybridPrior
 from .llm import LLMPrior, NibblePrior
+from .token_hybrid import TokenHybridPrior
 
-__all__ = ["PRIORS", "LEVELS", "Prior", "Coded", "ModelLoader", "prior_class", "recorded_class",
-           "LLMPrior", "NibblePrior", "HybridPrior", "ContextPrior"]  # fmt: skip
+__all__ = ["PRIORS", "LEVELS", "DECODE_ONLY", "Prior", "Coded", "ModelLoader", "prior_class",
+           "recorded_class", "LLMPrior", "NibblePrior", "TokenHybridPrior", "HybridPrior", "ContextPrior"]  # fmt: skip
 
-#: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: nibble
+#: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: token
 #: mode mixed with structural context models; ``context``: the context models alone (no LLM).
-PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (LLMPrior, NibblePrior, HybridPrior, ContextPrior)}
+PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (LLMPrior, NibblePrior, TokenHybridPrior, ContextPrior)}
 
 #: ``(name, level) -> class`` for names offered at several levels (``--level``), like zstd's;
 #: ``PRIORS[name]`` is the default level. Each level records its own kind in the header.
 LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior, ("context", "max"): ContextMixingPrior}
+
+#: Earlier versions of a prior: new files no longer use them, files that recorded them decode.
+#: (``hybrid`` version 1: the nibble-mode LLM mixed per digit.)
+DECODE_ONLY: tuple[type[Prior], ...] = (HybridPrior,)
 
 
 def prior_class(name: str, level: str | None = None) -> type[Prior]:
@@ -41,9 +48,20 @@ def prior_class(name: str, level: str | None = None) -> type[Prior]:
     return levels[level]
 
 
-def recorded_class(kind: str) -> type[Prior]:
-    """The prior a header records; CorruptDataError for a kind this lmgc does not know."""
-    for cls in (*PRIORS.values(), *LEVELS.values()):
-        if cls.kind == kind:
+def recorded_class(recorded) -> type[Prior]:
+    """The prior class of a recorded (untrusted, not yet checked) prior identity: by its kind and,
+    for a kind with several versions, its version. CorruptDataError for a kind this lmgc does not
+    know, UnsupportedVersionError for a version it does not."""
+    kind = recorded.get("kind") if isinstance(recorded, dict) else None
+    versions = [cls for cls in dict.fromkeys((*PRIORS.values(), *LEVELS.values(), *DECODE_ONLY)) if cls.kind == kind]
+    if not versions:
+        raise CorruptDataError(f"lmgc header is corrupt: unknown prior kind {kind!r}")
+    if len(versions) == 1:
+        return versions[0]
+    version = recorded.get("version")
+    for cls in versions:
+        if type(version) is int and version == cls.version:
             return cls
-    raise CorruptDataError(f"lmgc header is corrupt: unknown prior kind {kind!r}")
+    known = ", ".join(str(v) for v in sorted(cls.version for cls in versions))
+    raise UnsupportedVersionError(f"{kind} prior version {version!r} is not one this lmgc decodes ({known}): "
+                                  "the file comes from a newer lmgc, or its header is corrupt")

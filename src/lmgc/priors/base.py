@@ -87,6 +87,12 @@ class Prior(Protocol):
         loads)."""
         ...
 
+    def state_bytes(self, chunk_bytes: int, group: int) -> int:
+        """Memory the prior holds per chunk of a batch while coding (an LLM's KV cache; 0 for
+        none): what the ``auto`` batch size is budgeted by. Optional: a prior without it counts
+        as holding none."""
+        ...
+
     def encode(self, stream: bytes, chunks: Sequence[bytes], group: int, batch: int,
                progress: bool) -> Coded:  # fmt: skip
         """Code the chunks of one input (``stream`` is all of it, for priors that fit to it)."""
@@ -150,6 +156,9 @@ class SteppedPrior:
     def check_symbol_counts(cls, n_symbols: Sequence[int], sizes: Sequence[int],
                             serialization: Serialization, group: int) -> None:  # fmt: skip
         check_two_symbols_per_byte(n_symbols, sizes)
+
+    def state_bytes(self, chunk_bytes: int, group: int) -> int:
+        return 0
 
     def encode(self, stream: bytes, chunks: Sequence[bytes], group: int, batch: int,
                progress: bool) -> Coded:  # fmt: skip

@@ -1,4 +1,8 @@
-"""The hybrid prior: the LLM in nibble mode mixed with structural context models, per digit.
+"""The hybrid prior, version 1: the LLM in nibble mode mixed with structural context models, per digit.
+
+New files use version 2 (:mod:`lmgc.priors.token_hybrid`: the much stronger token-mode LLM in
+the mix); this one stays so that version-1 files decode (:data:`lmgc.priors.DECODE_ONLY`), and
+encodes only when built directly (benchmarks compare the two).
 
 The LLM knows text and numbers; it does not know that digit 0 of a float holds the sign, that
 neighbouring values share exponents, or that the low digits are noise. The context models of
@@ -15,8 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import CorruptDataError
-from ..schema import corrupt, integer, mapping
+from ..schema import corrupt, mapping
 from ..serialize import Serialization
 from .base import ModelLoader, SteppedPrior
 from .context_models import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
@@ -47,19 +50,17 @@ class HybridPrior(SteppedPrior):
 
     @classmethod
     def from_identity(cls, recorded: dict, serialization: Serialization, load: ModelLoader) -> HybridPrior:
-        if recorded["version"] != cls.version:
-            raise CorruptDataError("this hybrid prior's settings are not supported by this lmgc version")
         return cls(NibblePrior.from_identity(recorded["llm"], serialization, load), recorded["learning_rate"])
 
     @classmethod
     def check_identity(cls, recorded, group: int) -> dict:
-        """The recorded identity's schema (version-1 files also stored the experts and the count
-        prior, which belong to the version and must be this lmgc's)."""
+        """The recorded identity's schema (:func:`lmgc.priors.recorded_class` has picked this class by
+        its version; early version-1 files also stored the experts and the count prior, which
+        belong to the version and must be this lmgc's)."""
         legacy = {"experts": list(CONTEXT_EXPERTS), "alpha": ALPHA}
         mapping(recorded, "hybrid prior", {"kind", "version", "llm", "learning_rate"}, set(legacy))
         if any(recorded.get(key, value) != value for key, value in legacy.items()):
             raise corrupt("hybrid prior experts are not this lmgc's", recorded)
-        integer(recorded["version"], "hybrid prior version")
         rate = recorded["learning_rate"]
         if not isinstance(rate, float) or not 0 < rate < 1:
             raise corrupt("hybrid learning_rate must be a float in (0, 1)", rate)
@@ -73,7 +74,7 @@ class HybridPrior(SteppedPrior):
     @classmethod
     def describe(cls, identity: dict) -> list[tuple[str, str]]:
         (label, llm), *rest = NibblePrior.describe(identity["llm"])
-        return [(label, f"hybrid: {llm}, mixed with context models {', '.join(CONTEXT_EXPERTS)}"), *rest]
+        return [(label, f"hybrid v1: {llm}, mixed with context models {', '.join(CONTEXT_EXPERTS)}"), *rest]
 
     @property
     def threads(self) -> int:

@@ -25,7 +25,8 @@ from ..models import LanguageModel
 from ..schema import SHA256, integer, mapping, text
 from ..serialize import Serialization, hex_digits, pack_hex_digits
 from .base import ModelLoader, SteppedPrior
-from .llm_engine import LLMSession, RestrictedHead, softmax
+from .llama_step import FusedLlama
+from .llm_engine import ENGINES, TRANSFORMERS, LLMSession, RestrictedHead, check_engine, default_engine, softmax
 
 __all__ = ["LLMPrior", "NibblePrior", "nibbles", "pack_nibbles"]
 
@@ -111,7 +112,9 @@ class _LLMBase(SteppedPrior):
     @classmethod
     def from_identity(cls, recorded: dict, serialization: Serialization, load: ModelLoader) -> _LLMBase:
         lm = load(recorded)
-        prior = cls(lm, serialization, recorded["threads"])
+        engine = recorded.get("engine", TRANSFORMERS)  # files from before engines were recorded
+        check_engine(engine, lm.model, lm.spec)
+        prior = cls(lm, serialization, recorded["threads"], engine)
         identity = prior.identity() | prior.derived_identity()
         for key in ("weights_sha256", "tokenizer_sha256", *prior.derived_identity()):
             if key in recorded and identity[key] != recorded[key]:
@@ -125,8 +128,9 @@ class _LLMBase(SteppedPrior):
     def check_identity(cls, recorded, group: int) -> dict:
         """The recorded identity's schema; version-1 files also stored fields derived from the
         tokenizer (checked against the model when it loads)."""
-        mapping(recorded, "LLM prior", {"kind", "model", "weights_sha256", "tokenizer_sha256", "dtype",
-                                        "device", "threads"}, {"alphabet_sha256", "bos_id", "separator_ids"})  # fmt: skip
+        mapping(recorded, "LLM prior", {"kind", "model", "weights_sha256", "tokenizer_sha256", "dtype", "device",
+                                        "threads"}, {"engine", "alphabet_sha256", "bos_id", "separator_ids"})  # fmt: skip
+        text(recorded.get("engine", TRANSFORMERS), "LLM engine", choices=ENGINES)
         text(recorded["kind"], "LLM prior kind", choices=(cls.kind,))
         text(recorded["model"], "model spec")
         text(recorded["weights_sha256"], "weights hash", SHA256)
@@ -142,22 +146,41 @@ class _LLMBase(SteppedPrior):
 
     @classmethod
     def describe(cls, identity: dict) -> list[tuple[str, str]]:
+        engine = identity.get("engine", TRANSFORMERS)
         return [("prior", f"{identity['kind']} {identity['model']} ({identity['dtype']} on "
-                          f"{identity['device']}, {identity['threads']} threads)"),
+                          f"{identity['device']}, {identity['threads']} threads, {engine} engine)"),
                 ("weights", f"sha256 {identity['weights_sha256'][:16]}…, "
                             f"tokenizer {identity['tokenizer_sha256'][:16]}…")]  # fmt: skip
 
-    def __init__(self, lm: LanguageModel, token_ids: Sequence[int], threads: int) -> None:
+    def __init__(self, lm: LanguageModel, token_ids: Sequence[int], threads: int, engine: str | None) -> None:
         import torch
 
         self.lm = lm
         self.threads = threads
+        self.engine = engine or default_engine(lm.model)
+        self._fused: FusedLlama | None = None
         self.token_ids = np.asarray(token_ids, dtype=np.int64)
         self.head = RestrictedHead(lm.model, torch.from_numpy(self.token_ids).to(lm.device))
         self.alphabet_size = len(token_ids)
         tok = lm.tokenizer
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.bos_id = int(bos if bos is not None else 0)
+
+    def state_bytes(self, chunk_bytes: int, group: int) -> int:
+        """The KV cache of one chunk: keys and values of every layer at every position (a
+        position per text character at most; float32 in the ``lmgc-llama`` engine)."""
+        config = self.lm.model.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        per_position = 2 * config.num_hidden_layers * kv_heads * head_dim * 4
+        return per_position * (1 + self.serialization.to_text_length(chunk_bytes, group))
+
+    def fused_model(self) -> FusedLlama:
+        """The ``lmgc-llama`` engine's weight layout, built on first use."""
+        if self._fused is None:
+            self._fused = FusedLlama(self.lm.model)
+        return self._fused
 
     def identity(self) -> dict:
         """What the container records: the model's exact weights and tokenizer and how it runs.
@@ -170,6 +193,7 @@ class _LLMBase(SteppedPrior):
             "dtype": self.lm.dtype,
             "device": self.lm.device,
             "threads": self.threads,
+            "engine": self.engine,
         }
 
     def derived_identity(self) -> dict:
@@ -193,9 +217,12 @@ class LLMPrior(_LLMBase):
         lm: the loaded model.
         serialization: how chunks become text; its characters define the allowed tokens.
         threads: torch CPU threads; fixed because results differ between thread counts.
+        engine: how the model is stepped (:data:`~lmgc.priors.llm_engine.ENGINES`); by default
+            the fastest that covers the model.
     """
 
-    def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int) -> None:
+    def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int,
+                 engine: str | None = None) -> None:  # fmt: skip
         allowed = set()
         for char in serialization.alphabet():
             allowed.update(char.encode("utf-8"))
@@ -206,7 +233,7 @@ class LLMPrior(_LLMBase):
         ]
         if not ids:
             raise SerializationError(f"model {lm.spec!r} has no token made of these characters")
-        super().__init__(lm, ids, threads)
+        super().__init__(lm, ids, threads, engine)
         self.serialization = serialization
         self._symbol_of = {tok: sym for sym, tok in enumerate(ids)}
 
@@ -266,7 +293,7 @@ class _TokenStream:
         self.max_symbols = prior.lm.max_positions - 1
 
     def open(self, lengths: Sequence[int]) -> LLMSession:
-        return LLMSession(self._prior, len(lengths), lambda t: ())
+        return LLMSession(self._prior, len(lengths), lambda t: (), max(lengths, default=0))
 
 
 class NibblePrior(_LLMBase):
@@ -278,7 +305,8 @@ class NibblePrior(_LLMBase):
 
     name, kind = "nibble", "llm-nibble"
 
-    def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int) -> None:
+    def __init__(self, lm: LanguageModel, serialization: Serialization, threads: int,
+                 engine: str | None = None) -> None:  # fmt: skip
         if serialization.encoding != "hex":
             raise SerializationError(f"nibble mode needs a hex serialization, not {serialization.spec!r}")
         tok = lm.tokenizer
@@ -288,7 +316,7 @@ class NibblePrior(_LLMBase):
             if len(ids) != 1:
                 raise SerializationError(f"model {lm.spec!r} has no single token for the digit {digit!r}")
             digit_ids.append(ids[0])
-        super().__init__(lm, digit_ids, threads)
+        super().__init__(lm, digit_ids, threads, engine)
         self.serialization = serialization
         self.separator_ids = list(tok(serialization.separator, add_special_tokens=False)["input_ids"])
 
@@ -334,4 +362,5 @@ class _NibbleStream:
         def separators(t: int) -> list[int]:
             return prior.separators_after(t, group) if t < longest else []
 
-        return LLMSession(prior, len(lengths), separators)
+        per_group = 2 * group + len(prior.separator_ids)
+        return LLMSession(prior, len(lengths), separators, 1 + -(-longest // (2 * group)) * per_group)

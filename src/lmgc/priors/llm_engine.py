@@ -11,10 +11,31 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import ModelMismatchError
+from . import llama_step
+
 if TYPE_CHECKING:
     from .llm import _LLMBase
 
-__all__ = ["softmax", "RestrictedHead", "LLMSession"]
+__all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES", "default_engine",
+           "check_engine"]  # fmt: skip
+
+#: The model's own forward with transformers' KV cache: what files without a recorded engine used,
+#: and what models :mod:`.llama_step` does not cover use.
+TRANSFORMERS = "transformers"
+ENGINES = (TRANSFORMERS, llama_step.ENGINE)
+
+
+def default_engine(model) -> str:
+    """The fastest schedule that covers ``model``."""
+    return llama_step.ENGINE if llama_step.supports(model) else TRANSFORMERS
+
+
+def check_engine(engine: str, model, spec: str) -> None:
+    """ModelMismatchError where a recorded engine cannot run this model."""
+    if engine == llama_step.ENGINE and not llama_step.supports(model):
+        raise ModelMismatchError(f"this file was coded with the {engine} engine, which needs a plain "
+                                 f"Llama-architecture model; {spec!r} is not one")  # fmt: skip
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,12 +66,18 @@ class RestrictedHead:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def logits(self, input_ids, cache) -> np.ndarray:
-        """(batch, positions, alphabet) float32 logits, as numpy."""
+        """(batch, positions, alphabet) float32 logits of the model's own forward, as numpy."""
         import torch
 
         kwargs = {self.cache_arg: cache, "use_cache": cache is not None}
         with torch.inference_mode():
-            hidden = self.body(input_ids=input_ids, **kwargs).last_hidden_state
+            return self.project(self.body(input_ids=input_ids, **kwargs).last_hidden_state)
+
+    def project(self, hidden) -> np.ndarray:
+        """Final hidden states -> float32 logits of the alphabet, as numpy."""
+        import torch
+
+        with torch.inference_mode():
             logits = torch.nn.functional.linear(hidden, self.weight, self.bias)
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -62,16 +89,24 @@ class LLMSession:
 
     ``extra_tokens(t)`` gives the token ids fed after the ``t``-th symbol at no cost (nibble
     mode's separators); the same for every chunk of the batch, so the batch stays rectangular.
+    ``positions`` is the number of positions the session will feed (sizes the preallocated cache
+    of the ``lmgc-llama`` engine, which grows if it was too small).
     """
 
-    def __init__(self, prior: "_LLMBase", batch_size: int, extra_tokens) -> None:
+    def __init__(self, prior: "_LLMBase", batch_size: int, extra_tokens, positions: int) -> None:
         import torch
-        from transformers import DynamicCache
 
         torch.set_num_threads(prior.threads)
         self._prior = prior
         self._batch = batch_size
-        self._cache = DynamicCache()
+        if prior.engine == TRANSFORMERS:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            self._logits = lambda inputs: prior.head.logits(inputs, cache)
+        else:
+            stepper = llama_step.LlamaStepper(prior.fused_model(), batch_size, max(positions, 1))
+            self._logits = lambda inputs: prior.head.project(stepper.hidden(inputs))
         self._extra_tokens = extra_tokens
         self._fed = 0
 
@@ -87,4 +122,4 @@ class LLMSession:
             ids = np.concatenate([prior.token_ids[symbols][:, None],
                                   np.broadcast_to(extra, (self._batch, len(extra)))], axis=1)  # fmt: skip
         inputs = torch.from_numpy(np.ascontiguousarray(ids)).to(prior.lm.device)
-        return softmax(prior.head.logits(inputs, self._cache)[:, -1])
+        return softmax(self._logits(inputs)[:, -1])

@@ -1,0 +1,115 @@
+"""The LLM engines: the preallocated-cache Llama step (``lmgc-llama-1``) against the model's own
+forward, files of the ``transformers`` engine (and of lmgc versions that recorded no engine), and
+the ``auto`` batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import lmgc
+from lmgc.config import BATCH_CAP, DEFAULT_BATCH_SIZE, STATE_BUDGET, CodecConfig, auto_batch
+from lmgc.errors import CorruptDataError, ModelMismatchError, SerializationError
+from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
+from lmgc.priors.llm import LLMPrior
+from lmgc.priors.llm_engine import TRANSFORMERS, check_engine
+from lmgc.serialize import Serialization
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+SETTINGS = dict(chunk_bytes=16, batch_size=2, dtype="float32", threads=2)
+
+
+def _golden_values() -> np.ndarray:
+    return np.load(GOLDEN / "sample.npz")["conv.bias"][:8]
+
+
+def test_the_llama_step_matches_the_models_own_forward(smollm2):
+    """Token by token and three tokens at once, the stepped hidden states are the full forward's
+    to float32 rounding (the schedule differs, the computation does not)."""
+    import torch
+
+    ids = torch.tensor([[1, 300, 301, 45, 46, 47, 999, 12, 13, 14], [1, 7, 8, 9, 10, 11, 12, 13, 14, 15]])
+    with torch.inference_mode():
+        full = smollm2.model.base_model(input_ids=ids).last_hidden_state
+    stepper = LlamaStepper(FusedLlama(smollm2.model), batch=2, length=4)  # grows on the way
+    stepped = [stepper.hidden(ids[:, t : t + 1]) for t in range(7)] + [stepper.hidden(ids[:, 7:10])]
+    stepped = torch.cat(stepped, dim=1)
+    assert torch.allclose(stepped, full, rtol=1e-4, atol=1e-4)
+
+
+def test_new_files_record_the_llama_engine_and_round_trip(smollm2):
+    values = _golden_values()
+    blob = lmgc.compress(values, prior="llm", **SETTINGS)
+    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == ENGINE
+    assert lmgc.decompress(blob).tobytes() == values.tobytes()
+
+
+@pytest.mark.parametrize("name", ["sample-v2-llm.lmgc", "sample-v2-hybrid1.lmgc"])
+def test_files_from_before_engines_decode_with_the_transformers_engine(name, smollm2):
+    """Made by lmgc 3cbb21f (token mode, and the nibble-mode hybrid v1): no engine recorded."""
+    blob = (GOLDEN / name).read_bytes()
+    prior = lmgc.read_container_info(blob)["header"]["prior"]
+    assert "engine" not in prior and "engine" not in prior.get("llm", {})
+    assert lmgc.decompress(blob).tobytes() == _golden_values().tobytes()
+
+
+def test_the_transformers_engine_still_codes_new_files(smollm2):
+    values = _golden_values()[:4]
+    prior = LLMPrior(smollm2, Serialization.parse("hex-comma-be"), threads=2, engine=TRANSFORMERS)
+    blob = lmgc.Compressor(prior=prior, chunk_bytes=16, batch_size=2).compress(values)
+    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == TRANSFORMERS
+    assert lmgc.decompress(blob).tobytes() == values.tobytes()
+
+
+def test_an_unknown_engine_is_refused_before_any_model_loads():
+    recorded = lmgc.read_container_info((GOLDEN / "sample-v2-llm.lmgc").read_bytes())["header"]["prior"]
+    assert LLMPrior.check_identity(dict(recorded, engine=ENGINE), 4)["engine"] == ENGINE
+    with pytest.raises(CorruptDataError, match="LLM engine"):
+        LLMPrior.check_identity(dict(recorded, engine="fast-and-wrong"), 4)
+
+
+def test_a_llama_engine_file_needs_a_llama_model():
+    other = SimpleNamespace(config=SimpleNamespace(model_type="gemma3_text", rope_parameters={},
+                                                   hidden_act="gelu_pytorch_tanh"))  # fmt: skip
+    assert not supports(other)
+    check_engine(TRANSFORMERS, other, "gemma")
+    with pytest.raises(ModelMismatchError, match="coded with the lmgc-llama-1 engine, which needs a plain "
+                                                 "Llama-architecture model; 'gemma' is not one"):  # fmt: skip
+        check_engine(ENGINE, other, "gemma")
+
+
+# --- the auto batch size ------------------------------------------------------------------------
+
+
+def test_auto_batch_follows_chunks_device_and_memory():
+    assert auto_batch(5, 1 << 20, "cpu") == 5  # fewer chunks than the cap
+    assert auto_batch(10_000, 1 << 20, "cpu") == BATCH_CAP["cpu"]
+    assert auto_batch(10_000, 1 << 20, "cuda:0") == BATCH_CAP["cuda"]
+    assert auto_batch(10_000, STATE_BUDGET["cpu"] // 3, "cpu") == 3  # the memory budget binds
+    assert auto_batch(10_000, STATE_BUDGET["cpu"] * 2, "cpu") == 1
+    assert auto_batch(10_000, 0, "cpu") == DEFAULT_BATCH_SIZE  # no per-chunk state
+
+
+def test_batch_size_is_auto_or_a_bounded_integer():
+    assert CodecConfig().batch_size == "auto"
+    assert CodecConfig(batch_size=7).batch_for(1000, 1 << 20) == 7
+    with pytest.raises(SerializationError, match="batch size must be in"):
+        CodecConfig(batch_size="many")
+
+
+def test_the_header_records_the_resolved_batch(smollm2):
+    values = _golden_values()
+    blob = lmgc.compress(values, prior="llm", chunk_bytes=4, dtype="float32", threads=2)
+    chunks = values.nbytes // 4
+    assert chunks > 2 and lmgc.read_container_info(blob)["header"]["codec"]["batch_size"] == chunks
+    assert lmgc.decompress(blob).tobytes() == values.tobytes()
+
+
+def test_a_recorded_batch_of_auto_is_corrupt():
+    from lmgc.header import _check_codec
+
+    with pytest.raises(CorruptDataError, match="batch_size"):
+        _check_codec({"serialization": "hex-comma-be", "group_bytes": 4, "chunk_bytes": 16, "batch_size": "auto"})
