@@ -12,7 +12,7 @@ import pytest
 
 import lmgc
 from lmgc.config import BATCH_CAP, DEFAULT_BATCH_SIZE, STATE_BUDGET, CodecConfig, auto_batch
-from lmgc.errors import CorruptDataError, ModelMismatchError, SerializationError
+from lmgc.errors import CorruptDataError, LimitExceededError, ModelMismatchError, SerializationError
 from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
 from lmgc.priors.llm import LLMPrior
 from lmgc.priors.llm_engine import TRANSFORMERS, check_engine
@@ -38,6 +38,19 @@ def test_the_llama_step_matches_the_models_own_forward(smollm2):
     stepped = [stepper.hidden(ids[:, t : t + 1]) for t in range(7)] + [stepper.hidden(ids[:, 7:10])]
     stepped = torch.cat(stepped, dim=1)
     assert torch.allclose(stepped, full, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cache_no_machine_can_hold_is_a_typed_error(smollm2, monkeypatch):
+    """Claimed symbol counts size the cache only up to MAX_PREALLOCATED; past it, and for what
+    cannot be allocated at all, the error says what was asked."""
+    from lmgc.priors import llama_step
+
+    monkeypatch.setattr(llama_step, "MAX_PREALLOCATED", 1 << 20)
+    stepper = LlamaStepper(FusedLlama(smollm2.model), batch=2, length=1 << 40)
+    assert stepper._length < 1 << 20  # not what was claimed
+    with pytest.raises(LimitExceededError, match=r"KV cache for 2 chunks in lockstep at 1099511627776 "
+                                                 r"positions needs \d+\.\d GiB, more than this machine"):  # fmt: skip
+        stepper._allocate(1 << 40, 2)
 
 
 def test_new_files_record_the_llama_engine_and_round_trip(smollm2):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..models import LanguageModel
     from ..serialize import Serialization
 
-__all__ = ["Prior", "Coded", "ModelLoader", "SteppedPrior", "PriorStream", "PriorSession",
+__all__ = ["Prior", "Coded", "ModelLoader", "SteppedPrior", "MixedLLMPrior", "PriorStream", "PriorSession",
            "check_two_symbols_per_byte"]  # fmt: skip
 
 #: Given the recorded LLM identity, the model the caller allows for it (or an error).
@@ -177,3 +177,29 @@ class SteppedPrior:
         with progress_bar(sum(n_symbols), "decompress", progress) as bar:
             symbols = decode_symbols(stream, payloads, n_symbols, sizes, batch, RateMeter(bar))
         return [self.restore(decoded, size, group) for decoded, size in zip(symbols, sizes)]
+
+
+class MixedLLMPrior(SteppedPrior):
+    """A stepped prior that codes the symbols of the LLM prior it holds as ``self.llm`` (mixing
+    other models into its probabilities): symbols, threads, model and per-chunk state are that
+    LLM's."""
+
+    llm: SteppedPrior
+
+    @property
+    def threads(self) -> int:
+        return self.llm.threads
+
+    @property
+    def lm(self) -> LanguageModel:
+        return self.llm.lm
+
+    def state_bytes(self, chunk_bytes: int, group: int) -> int:
+        """The LLM's per-chunk state (its KV cache) sizes the batches; what is mixed in is shared."""
+        return self.llm.state_bytes(chunk_bytes, group)
+
+    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
+        return self.llm.symbols(chunk, group)
+
+    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
+        return self.llm.restore(symbols, n_bytes, group)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..schema import corrupt, mapping
 from ..serialize import Serialization
-from .base import ModelLoader, SteppedPrior
+from .base import MixedLLMPrior, ModelLoader
 from .context_models import ALPHA, N_STRUCTURED, NONE, CountTable, kind_context
 from .llm import NibblePrior
 from .mixer import GeometricMixer
@@ -33,7 +33,7 @@ CONTEXT_EXPERTS = ("s2", "zP", "zd")
 LEARNING_RATE = 0.005
 
 
-class HybridPrior(SteppedPrior):
+class HybridPrior(MixedLLMPrior):
     """LLM (nibble mode) + structural context models, mixed online. Alphabet: 16 hex digits."""
 
     name = kind = "hybrid"
@@ -76,24 +76,10 @@ class HybridPrior(SteppedPrior):
         (label, llm), *rest = NibblePrior.describe(identity["llm"])
         return [(label, f"hybrid v1: {llm}, mixed with context models {', '.join(CONTEXT_EXPERTS)}"), *rest]
 
-    @property
-    def threads(self) -> int:
-        return self.llm.threads
-
-    @property
-    def lm(self):
-        return self.llm.lm
-
     def identity(self) -> dict:
         """The experts and the count prior belong to ``version``: changing them needs a new one."""
         return {"kind": self.kind, "version": self.version, "llm": self.llm.identity(),
                 "learning_rate": self.learning_rate}  # fmt: skip
-
-    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
-        return self.llm.symbols(chunk, group)
-
-    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
-        return self.llm.restore(symbols, n_bytes, group)
 
     def stream(self, group: int) -> _HybridStream:
         return _HybridStream(self, group)

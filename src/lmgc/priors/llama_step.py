@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ENGINE", "supports", "FusedLlama", "LlamaStepper"]
+from ..errors import LimitExceededError
+
+__all__ = ["ENGINE", "supports", "FusedLlama", "LlamaStepper", "MAX_PREALLOCATED"]
 
 #: The recorded name of this schedule; a change to its arithmetic needs a new name.
 ENGINE = "lmgc-llama-1"
+#: The most KV cache a session allocates before any position is fed. The positions it is sized
+#: for come from symbol counts a file claims; beyond this the cache grows as positions are
+#: actually fed, so a forged count costs memory only as fast as decoding proceeds.
+MAX_PREALLOCATED = 4 << 30
 
 _ARCHITECTURES = ("llama",)
 
@@ -86,16 +92,35 @@ class LlamaStepper:
         import torch
 
         self._model = model
+        self._filled = 0
+        per_position = 2 * len(model.layers) * batch * model.kv_heads * model.head_dim * 4
+        with torch.inference_mode():
+            self._allocate(min(length, max(16, MAX_PREALLOCATED // per_position)), batch)
+
+    def _allocate(self, length: int, batch: int) -> None:
+        """A cache for ``length`` positions, holding what was fed so far; float32 whatever the
+        model's dtype (CPU batched matmuls of these small shapes run ~2x faster in float32 than
+        in bfloat16), keys stored transposed so that both attention products read the filled
+        prefix in place, without a contiguous copy."""
+        import torch
+
+        model, filled = self._model, self._filled
         shape = (len(model.layers), batch, model.kv_heads)
         device = model.layers[0].o.device
-        # float32 whatever the model's dtype: CPU batched matmuls of these small shapes run ~2x
-        # faster in float32 than in bfloat16, and keys are stored transposed so that both
-        # attention products read the filled prefix in place, without a contiguous copy.
-        with torch.inference_mode():
-            self._keys = torch.empty((*shape, model.head_dim, length), dtype=torch.float32, device=device)
-            self._values = torch.empty((*shape, length, model.head_dim), dtype=torch.float32, device=device)
-        self._length = length
-        self._filled = 0
+        try:
+            keys = torch.empty((*shape, model.head_dim, length), dtype=torch.float32, device=device)
+            values = torch.empty((*shape, length, model.head_dim), dtype=torch.float32, device=device)
+        except RuntimeError:  # torch's out-of-memory errors (CPU and CUDA) are RuntimeErrors
+            need = 8 * math.prod(shape) * model.head_dim * length  # keys and values, 4 bytes each
+            raise LimitExceededError(
+                f"the model's KV cache for {batch} chunks in lockstep at {length} positions needs "
+                f"{need / 2**30:.1f} GiB, more than this machine can allocate (a smaller batch or "
+                "chunk size needs less)"
+            ) from None
+        if filled:
+            keys[..., :filled] = self._keys[..., :filled]
+            values[:, :, :, :filled] = self._values[:, :, :, :filled]
+        self._keys, self._values, self._length = keys, values, length
 
     def hidden(self, input_ids):
         """(batch, q) token ids -> (batch, q, hidden) final-normed hidden states."""
@@ -110,7 +135,7 @@ class LlamaStepper:
         batch, q = input_ids.shape
         start = self._filled
         if start + q > self._length:
-            self._grow(max(start + q, 2 * self._length))
+            self._allocate(max(start + q, 2 * self._length), batch)
         model = self._model
         x = model.body.embed_tokens(input_ids)
         positions = torch.arange(start, start + q, device=input_ids.device)[None]
@@ -127,17 +152,6 @@ class LlamaStepper:
             x = x + torch.nn.functional.linear(layer.act(gate) * up, layer.down)
         self._filled = start + q
         return model.body.norm(x)
-
-    def _grow(self, length: int) -> None:
-        """Reallocate the cache for ``length`` positions (the values are copied, not recomputed)."""
-        import torch
-
-        keys, values = self._keys, self._values
-        self._keys = keys.new_empty((*keys.shape[:-1], length))
-        self._values = values.new_empty((*values.shape[:3], length, values.shape[-1]))
-        self._keys[..., : self._filled] = keys[..., : self._filled]
-        self._values[:, :, :, : self._filled] = values[:, :, :, : self._filled]
-        self._length = length
 
     def _attention(self, index, layer, h, cos, sin, start, mask):
         import torch

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import SerializationError
 from ..schema import corrupt, mapping
 from ..serialize import Serialization
-from .base import ModelLoader, SteppedPrior
+from .base import MixedLLMPrior, ModelLoader
 from .context_models import N_STRUCTURED, PLAIN_KINDS, SEQUENTIAL_KINDS, CountTable
 from .llm import LLMPrior
 from .mixer import GeometricMixer
@@ -47,7 +47,7 @@ LEARNING_RATE = 0.01
 _TINY = 1e-300  # an LLM mass that underflowed: its tokens keep no probability, nothing divides by 0
 
 
-class TokenHybridPrior(SteppedPrior):
+class TokenHybridPrior(MixedLLMPrior):
     """Token-mode LLM + structural context models, mixed online over the LLM's token alphabet."""
 
     name = kind = "hybrid"
@@ -103,27 +103,9 @@ class TokenHybridPrior(SteppedPrior):
     def check_symbol_counts(cls, n_symbols, sizes, serialization: Serialization, group: int) -> None:
         LLMPrior.check_symbol_counts(n_symbols, sizes, serialization, group)
 
-    @property
-    def threads(self) -> int:
-        return self.llm.threads
-
-    @property
-    def lm(self):
-        return self.llm.lm
-
     def identity(self) -> dict:
         return {"kind": self.kind, "version": self.version, "llm": self.llm.identity(),
                 "learning_rate": self.learning_rate, "experts": list(self.experts)}  # fmt: skip
-
-    def state_bytes(self, chunk_bytes: int, group: int) -> int:
-        """The LLM's per-chunk state (its KV cache) sizes the batches; the counts are shared."""
-        return self.llm.state_bytes(chunk_bytes, group)
-
-    def symbols(self, chunk: bytes, group: int) -> np.ndarray:
-        return self.llm.symbols(chunk, group)
-
-    def restore(self, symbols: np.ndarray, n_bytes: int, group: int) -> bytes:
-        return self.llm.restore(symbols, n_bytes, group)
 
     def stream(self, group: int) -> _TokenHybridStream:
         return _TokenHybridStream(self, group)
