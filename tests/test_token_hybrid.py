@@ -98,6 +98,34 @@ def test_round_trip_with_a_stand_in_llm_keeps_learning_across_batches(spec, grad
     assert shared < fresh  # later batches profit from what the earlier ones taught
 
 
+def test_forged_payloads_fail_only_in_the_coder_or_the_text_check(gradient_bytes):
+    """Random payloads (as if their CRCs had passed) decode tokens that cannot stand where they
+    land (the coder gives every token some probability). What fails is the range coder (data no
+    encoder wrote; the decoder turns it into CorruptDataError) or the text check
+    (SerializationError), never the mixer or the token layout."""
+    data = _be(gradient_bytes[:2048])
+    chunks = split_chunks(data, 256)
+    prior = TokenHybridPrior(UniformTokens("hex-comma-be", TOKENS))
+    counts = [len(prior.symbols(c, 4)) for c in chunks]
+    rng = np.random.default_rng(3)
+    outcomes = set()
+    for _ in range(30):
+        payloads = [rng.bytes(4 * int(rng.integers(1, 16))) for _ in chunks]
+        try:
+            decoded = decode_symbols(prior.stream(4), payloads, counts, [256] * len(chunks), 4)
+        except AssertionError as exc:
+            assert "invalid for the employed entropy model" in str(exc)
+            outcomes.add("coder")
+            continue
+        for tokens in decoded:
+            try:
+                assert len(prior.restore(tokens, 256, 4)) == 256
+                outcomes.add("bytes")
+            except SerializationError:
+                outcomes.add("text")
+    assert "text" in outcomes or "bytes" in outcomes  # the mixer ran on forged tokens
+
+
 def _brute_contexts(text: str, kind: str, width: int, period: int) -> list[int | None]:
     """Context of each character of ``text`` from its own spelling (None on the separator)."""
     out = []

@@ -21,7 +21,7 @@ import math
 
 from ..errors import LimitExceededError
 
-__all__ = ["ENGINE", "supports", "FusedLlama", "LlamaStepper", "MAX_PREALLOCATED"]
+__all__ = ["ENGINE", "supports", "kv_bytes_per_position", "FusedLlama", "LlamaStepper", "MAX_PREALLOCATED"]
 
 #: The recorded name of this schedule; a change to its arithmetic needs a new name.
 ENGINE = "lmgc-llama-1"
@@ -45,6 +45,19 @@ def supports(model) -> bool:
         and not getattr(config, "mlp_bias", False)
         and getattr(config, "pretraining_tp", 1) == 1
     )
+
+
+def _attention_shape(config) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dimension) of a model config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return heads, kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
+def kv_bytes_per_position(config) -> int:
+    """The float32 keys and values of every layer for one position of one sequence."""
+    _, kv_heads, head_dim = _attention_shape(config)
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * 4
 
 
 class _Layer:
@@ -73,9 +86,8 @@ class FusedLlama:
         self.body = model.base_model
         with torch.inference_mode():
             self.layers = [_Layer(block) for block in self.body.layers]
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.heads, self.kv_heads, self.head_dim = _attention_shape(config)
+        self.per_position = kv_bytes_per_position(config)
         self.split = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
         self.scale = 1.0 / math.sqrt(self.head_dim)
 
@@ -93,9 +105,8 @@ class LlamaStepper:
 
         self._model = model
         self._filled = 0
-        per_position = 2 * len(model.layers) * batch * model.kv_heads * model.head_dim * 4
         with torch.inference_mode():
-            self._allocate(min(length, max(16, MAX_PREALLOCATED // per_position)), batch)
+            self._allocate(min(length, max(16, MAX_PREALLOCATED // (batch * model.per_position))), batch)
 
     def _allocate(self, length: int, batch: int) -> None:
         """A cache for ``length`` positions, holding what was fed so far; float32 whatever the

@@ -25,7 +25,7 @@ from ..models import LanguageModel
 from ..schema import SHA256, integer, mapping, text
 from ..serialize import Serialization, hex_digits, pack_hex_digits
 from .base import ModelLoader, SteppedPrior
-from .llama_step import FusedLlama
+from .llama_step import FusedLlama, kv_bytes_per_position
 from .llm_engine import ENGINES, TRANSFORMERS, LLMSession, RestrictedHead, check_engine, default_engine, softmax
 
 __all__ = ["LLMPrior", "NibblePrior", "nibbles", "pack_nibbles"]
@@ -168,13 +168,9 @@ class _LLMBase(SteppedPrior):
 
     def state_bytes(self, chunk_bytes: int, group: int) -> int:
         """The KV cache of one chunk: keys and values of every layer at every position (a
-        position per text character at most; float32 in the ``lmgc-llama`` engine)."""
-        config = self.lm.model.config
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        kv_heads = getattr(config, "num_key_value_heads", None) or heads
-        per_position = 2 * config.num_hidden_layers * kv_heads * head_dim * 4
-        return per_position * (1 + self.serialization.to_text_length(chunk_bytes, group))
+        position per text character at most; float32 as the ``lmgc-llama`` engine keeps it)."""
+        positions = 1 + self.serialization.to_text_length(chunk_bytes, group)
+        return kv_bytes_per_position(self.lm.model.config) * positions
 
     def fused_model(self) -> FusedLlama:
         """The ``lmgc-llama`` engine's weight layout, built on first use."""
