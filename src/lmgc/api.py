@@ -31,7 +31,7 @@ from .lossy import LossyPipeline, parse_lossy
 from .models import load_model
 from .priors import PRIORS as _PRIOR_CLASSES
 from .priors import ContextPrior, Prior, prior_class
-from .priors.base import SteppedPrior
+from .priors.base import SteppedPrior, state_bytes
 from .sources import TensorFile, open_input
 from .stream import encode_file, streams
 from .tensors import TensorBundle, bundle_objects, raw_bundle, read_tensors
@@ -156,9 +156,8 @@ class Compressor:
     def compress(self, source, dtype: str | None = None) -> bytes:
         """Compress a path, array, tensor, nested dict/list of them, or raw bytes (with dtype)."""
         prepared = self._prepare(source, dtype)
-        # state_bytes is optional for a user's own prior: without it, it holds no per-chunk state
-        state = getattr(self.prior, "state_bytes", lambda chunk_bytes, group: 0)
-        batch = self.config.batch_for(len(prepared.chunks), state(self.config.chunk_bytes, prepared.group))
+        state = state_bytes(self.prior, self.config.chunk_bytes, prepared.group)
+        batch = self.config.batch_for(len(prepared.chunks), state)
         coded = self.prior.encode(prepared.stream, prepared.chunks, prepared.group, batch, self.progress)
         header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group, batch), coded.identity,
                                self.prior.environment(coded.identity), coded.header_fields,

@@ -23,6 +23,7 @@ from .config import CodecConfig
 from .container import ContainerWriter
 from .header import header_fields
 from .priors import ContextPrior
+from .priors.base import state_bytes
 from .priors.context_models import choose_kinds, fit_sample, value_digits
 from .serialize import Serialization
 from .sources import LazyTensor, TensorFile
@@ -122,7 +123,7 @@ def encode_file(prior: ContextPrior, config: CodecConfig, source: TensorFile, ou
     coder = ContextPrior(prior.kinds or choose_kinds(_sample(ordered, group)))
     coder.fit(b"", group)  # the kinds are set: this only checks that they fit the group
     identity = coder.identity()
-    batch = config.batch_for(-(-ordered.total // config.chunk_bytes), coder.state_bytes(config.chunk_bytes, group))
+    batch = config.batch_for(-(-ordered.total // config.chunk_bytes), state_bytes(coder, config.chunk_bytes, group))
     writer = ContainerWriter(out, header_fields(ordered.total, config.header_codec(group, batch), identity,
                                                 prior.environment(identity), {}, source.manifest()))  # fmt: skip
     with progress_bar(ordered.total, "compress", progress, unit="B") as bar:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..serialize import Serialization
 
 __all__ = ["Prior", "Coded", "ModelLoader", "SteppedPrior", "MixedLLMPrior", "PriorStream", "PriorSession",
-           "check_two_symbols_per_byte"]  # fmt: skip
+           "check_two_symbols_per_byte", "state_bytes"]  # fmt: skip
 
 #: Given the recorded LLM identity, the model the caller allows for it (or an error).
 ModelLoader = Callable[[dict], "LanguageModel"]
@@ -104,6 +104,13 @@ class Prior(Protocol):
         ...
 
 
+def state_bytes(prior, chunk_bytes: int, group: int) -> int:
+    """What ``prior`` holds per chunk of a batch (:meth:`Prior.state_bytes`); 0 for a prior
+    without the method (the context models: one model per input; a user's own prior)."""
+    method = getattr(prior, "state_bytes", None)
+    return method(chunk_bytes, group) if method is not None else 0
+
+
 def check_two_symbols_per_byte(n_symbols: Sequence[int], sizes: Sequence[int]) -> None:
     """The symbol counts of priors that code one symbol per hex digit."""
     for i, (count, size) in enumerate(zip(n_symbols, sizes)):
@@ -156,9 +163,6 @@ class SteppedPrior:
     def check_symbol_counts(cls, n_symbols: Sequence[int], sizes: Sequence[int],
                             serialization: Serialization, group: int) -> None:  # fmt: skip
         check_two_symbols_per_byte(n_symbols, sizes)
-
-    def state_bytes(self, chunk_bytes: int, group: int) -> int:
-        return 0
 
     def encode(self, stream: bytes, chunks: Sequence[bytes], group: int, batch: int,
                progress: bool) -> Coded:  # fmt: skip

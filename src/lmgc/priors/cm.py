@@ -191,9 +191,6 @@ class ContextMixingPrior:
     def from_identity(cls, recorded: dict, serialization=None, load=None) -> ContextMixingPrior:
         return cls(list(recorded["raw_positions"]))
 
-    def state_bytes(self, chunk_bytes: int, group: int) -> int:
-        return 0  # the model is one per input, not per chunk of a batch
-
     def identity(self) -> dict:
         """The lane, table, stride-block and learning-rate rules belong to ``version``."""
         return {"kind": self.kind, "version": self.version, "raw_positions": self.raw}

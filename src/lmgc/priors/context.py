@@ -196,9 +196,6 @@ class ContextPrior:
                 bar.update(size)
         return chunks
 
-    def state_bytes(self, chunk_bytes: int, group: int) -> int:
-        return 0  # the model is one per input, not per chunk of a batch
-
     def identity(self) -> dict:
         """The lane and block constants belong to ``version``: changing them needs a new one."""
         return {"kind": self.kind, "version": self.version, "digit_contexts": self.kinds}
