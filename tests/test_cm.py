@@ -8,15 +8,18 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lmgc
 from lmgc.api import read_container_info
-from lmgc.errors import CorruptDataError, LmgcError, SerializationError
+from lmgc.errors import CorruptDataError, LmgcError, SerializationError, UnsupportedVersionError
 from lmgc.priors import LEVELS, prior_class, recorded_class
-from lmgc.priors.cm import STRIDES, ContextMixingPrior, choose_strides, raw_positions
+from lmgc.priors.cm import STRIDES, ContextMixingPrior, ContextMixingPriorV1, choose_strides, raw_positions
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
 
 
 def gradient_like(n: int, seed: int = 0, zeros: float = 0.0) -> np.ndarray:
@@ -37,8 +40,50 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert recorded_class({"kind": "context-cm"}) is ContextMixingPrior
+    assert ContextMixingPrior.version == 2
+    assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm", "version": 1}) is ContextMixingPriorV1
+    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 3 is not one this lmgc decodes"):
+        recorded_class({"kind": "context-cm", "version": 3})
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
+
+
+def test_version_1_files_still_decode() -> None:
+    """Made by lmgc 134889c (``--level max`` before the plane model, the second mixer and the
+    later bytes' model) from the first 8192 values of the ConvNet fixture, tensors by name."""
+    blob = (GOLDEN / "sample-v2-cm1.lmgc").read_bytes()
+    assert read_container_info(blob)["header"]["prior"] == {"kind": "context-cm", "version": 1, "raw_positions": []}
+    expected = np.concatenate([v.ravel() for _, v in sorted(_fixture().items())])[:8192]
+    assert lmgc.decompress(blob).tobytes() == expected.tobytes()
+
+
+def _fixture() -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(Path(__file__).parent / "data" / "gradients" / "convnet_w32_mnist" / "grad_step000050.safetensors")
+
+
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV1])
+def test_each_version_round_trips_what_it_encodes(prior) -> None:
+    data = gradient_like(9000, seed=4, zeros=0.1).astype(">f4").tobytes() + b"\x07"
+    coder = prior().fit(data, 4)
+    assert coder.identity()["version"] == prior.version
+    assert coder.decode_chunk(coder.encode_chunk(data, 4)[0], len(data), 4) == data
+
+
+def test_version_2_codes_the_low_bits_an_exponent_leaves_zero() -> None:
+    """Uniform draws from 24 random bits: the smaller a value, the more of its low mantissa bits
+    are zero. Version 1 stores the last byte raw or mixes it blind; version 2 conditions each
+    bit on the exponent."""
+    x = (np.random.default_rng(0).random(20000, dtype=np.float32) * 2 - 1).astype(">f4").tobytes()
+    sizes = {}
+    for prior in (ContextMixingPriorV1, ContextMixingPrior):
+        coder = prior().fit(x, 4)
+        payload, bits = coder.encode_chunk(x, 4, stats=True)
+        sizes[prior.version] = len(payload)
+        assert coder.decode_chunk(payload, len(x), 4) == x
+    assert 3 not in ContextMixingPrior().fit(x, 4).raw and bits[-1] / 20000 < 7.5
+    assert sizes[2] < 0.98 * sizes[1]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int8"])
@@ -84,12 +129,13 @@ def _stride_index(stride: int) -> int:
 
 
 def test_identity_schema_rejects_anything_off() -> None:
-    good = {"kind": "context-cm", "version": 1, "raw_positions": [2]}
+    good = {"kind": "context-cm", "version": 2, "raw_positions": [2]}
     assert ContextMixingPrior.check_identity(good, 4) == good
+    assert ContextMixingPriorV1.check_identity({**good, "version": 1}, 4) == {**good, "version": 1}
     bad = [
         ({**good, "extra": 1}, "unknown \\['extra'\\]"),
-        ({"kind": "context-cm", "version": 1}, "missing \\['raw_positions'\\]"),
-        ({**good, "version": 2}, "version must be 1"),
+        ({"kind": "context-cm", "version": 2}, "missing \\['raw_positions'\\]"),
+        ({**good, "version": 1}, "version must be 2"),
         ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
         ({**good, "raw_positions": [4]}, "raw_positions"),
         ({**good, "raw_positions": [2, 1]}, "raw_positions"),
@@ -114,7 +160,7 @@ def test_bad_settings_are_typed_errors() -> None:
 
 
 def test_describe_names_the_level_and_raw_positions() -> None:
-    lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 1, "raw_positions": [2, 3]})
+    lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 2, "raw_positions": [2, 3]})
     assert lines == [("prior", "context mixing (level max), byte positions stored raw: 2, 3")]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import CorruptDataError, InputError, UnsupportedVersionError
 from .base import Coded, ModelLoader, Prior
-from .cm import ContextMixingPrior
+from .cm import ContextMixingPrior, ContextMixingPriorV1
 from .context import ContextPrior
 from .hybrid import HybridPrior
 from .llm import LLMPrior, NibblePrior
@@ -28,8 +28,9 @@ PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (LLMPrior, NibblePrio
 LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior, ("context", "max"): ContextMixingPrior}
 
 #: Earlier versions of a prior: new files no longer use them, files that recorded them decode.
-#: (``hybrid`` version 1: the nibble-mode LLM mixed per digit.)
-DECODE_ONLY: tuple[type[Prior], ...] = (HybridPrior,)
+#: (``hybrid`` version 1: the nibble-mode LLM mixed per digit; ``context-cm`` version 1: the
+#: context-mixing model before the plane model, the second mixer and the later bytes' model.)
+DECODE_ONLY: tuple[type[Prior], ...] = (HybridPrior, ContextMixingPriorV1)
 
 
 def prior_class(name: str, level: str | None = None) -> type[Prior]:

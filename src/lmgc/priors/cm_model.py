@@ -1,13 +1,27 @@
 """The context-mixing model of :mod:`lmgc.priors.cm`: integer kernels compiled with numba.
 
-Every coded bit of a value is predicted by up to ``N_MODELS`` context models (:data:`MODELS`),
-each an adaptive probability (lpaq's StateMap: 22-bit probability, 10-bit count, rate
-1/(n + 1.5) down to 1/(limit + 1.5)) in a hashed table, in blocks of 16 slots per nibble so
-that a model costs one cache line per nibble. A logistic mixer (stretch domain, 16.16 integer
-weights, a weight set per bit of the value and zero run, or zero-ness of the values a row and a
-short stride back) combines them, and one or two APM/SSE stages refine the result. All arithmetic is integer (12-bit probabilities,
-lpaq's stretch/squash tables, fixed shifts), so the probabilities are the same bits on every
-machine and thread setting.
+Every coded bit of a value's leading bytes (sign, exponent, top mantissa bits) is predicted by
+several context models (:data:`MODELS`), each an adaptive probability (lpaq's StateMap: 22-bit
+probability, 10-bit count, rate 1/(n + 1.5) down to 1/(limit + 1.5)) in a hashed table, in
+blocks of 16 slots per nibble so that a model costs one cache line per nibble. Logistic mixers
+(stretch domain, 16.16 integer weights) combine them, and APM/SSE stages refine the result. All
+arithmetic is integer (12-bit probabilities, lpaq's stretch/squash tables, fixed shifts), so the
+probabilities are the same bits on every machine and thread setting.
+
+The model's *version* (``cfg[VERSION]``, the prior's recorded version) selects its rules, so
+that files of every version decode:
+
+- version 1: six models, one mixer (a weight set per bit of the value and zero run, or
+  zero-ness of the values a row and a short stride back), counts limited to 255; the later
+  (mantissa) bytes mixed from two models.
+- version 2: a seventh model, the *plane* (see :func:`_value_contexts`); a second mixer whose
+  weight set is chosen by the lane's running magnitude, averaged with the first; counts limited
+  to 1023 and a larger second APM (both for large inputs). The later bytes are near-random but
+  not quite: exact zeros, and values whose exponent leaves their low mantissa bits zero (an
+  initialisation drawn from 24 random bits) make them depend on the exponent. There each bit is
+  coded straight from one adaptive probability per (byte, exponent, bit): no mixer or APM, whose
+  own learning noise costs more than the bytes hold (measured: 8.01 bits per byte with them,
+  7.985 without, on initial weights).
 
 Values are coded in *lanes* (contiguous runs of values advancing in lockstep, one bit of every
 lane per step): :func:`predict` gives the probabilities of one step's bits from the state as it
@@ -23,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .cm import BLOCK_BITS
+from .cm import BLOCK_BITS, CFG_CODED, CFG_VERSION
 
 __all__ = ["MODELS", "N_MODELS", "advance", "encode_steps", "new_state", "predict", "update"]
 
@@ -37,9 +51,10 @@ MODELS = (
     "row",  # head of the value a long stride (a tensor row or channel) back, or of 3 previous
     "zeros",  # zero run, signs of the 3 previous values, coarse previous head, place in a kernel
     "row-magnitude",  # running magnitude a row back and here
+    "plane",  # version 2: magnitude and sign the row, short stride and their corner predict
 )
-N_MODELS = len(MODELS)
-N_IN = N_MODELS + 1  # plus a constant bias input
+N_MODELS = len(MODELS)  # version 2; version 1 has the first six
+N_IN = N_MODELS + 1  # the most mixer inputs: the models plus a constant bias input
 FULL_BYTES = 2  # leading bytes of a value seen by every model and both APMs (sign, exponent)
 #: The models of the later (mantissa) bytes: near-random, they pay for few (more measured no
 #: better); there "own" sees whether each earlier byte is zero and "neighbours" is order 0
@@ -49,8 +64,9 @@ ORDER0 = 1
 MAX_BITS = 64  # bits of a value (group of up to 8 bytes)
 MIXER_SETS = 12  # weight sets per bit: 8 zero-run buckets, or whether the row and short-stride
 # values are zero (or absent)
-APM2_BITS = 10
-LIMIT, ORDER0_LIMIT = 255, 1023
+MAGNITUDE_SETS = 256  # version 2's second mixer: a weight set per bit and running exponent
+APM2_BITS = (10, 14)  # log2 of the second APM's contexts, by version
+LIMIT, ORDER0_LIMIT = (255, 1023), 1023  # count limits: of the models by version, of order 0
 MIXER_SHIFT = 13  # learning rate of the mixer: delta w = x * err >> MIXER_SHIFT
 APM_RATE = 7
 NONE = 4096  # an absent earlier value's 12-bit head
@@ -93,8 +109,8 @@ STRETCH = _stretch_table()
 DT = np.array([16384 // (n + n + 3) for n in range(1024)], dtype=np.int64)
 
 # Per-lane state columns (int64 matrix ``lane``).
-C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW = range(9)
-FV = 9  # value-level context of each model
+C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2 = range(10)  # M2: second mixer's weight offset
+FV = 10  # value-level context of each model
 BH = FV + N_MODELS  # hash of each model's context at the start of the byte
 SLOT = BH + N_MODELS  # table slot each model read for the current bit
 XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)
@@ -116,15 +132,22 @@ def _hash(a, b):
     return np.int64(x & _MASK32)
 
 
+@njit(cache=True)
+def _n_models(cfg):
+    return N_MODELS if cfg[CFG_VERSION] >= 2 else N_MODELS - 1
+
+
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these (long,
     short) row strides: (tables, weights, apm1, apm2, lane, magnitude average after each value,
-    strides)."""
-    tables = np.full(N_MODELS << int(cfg[5]), 1 << 31, dtype=np.uint32)
-    weights = np.full(MAX_BITS * MIXER_SETS * N_IN, (1 << 16) // 7, dtype=np.int64)
+    strides). The second mixer's weights follow the first's."""
+    version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
+    tables = np.full(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, dtype=np.uint32)
+    sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
+    weights = np.full(MAX_BITS * sets * n_in, (1 << 16) // 7, dtype=np.int64)
     knots = np.array([_squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
     apm1 = np.tile(knots, MAX_BITS * 256)
-    apm2 = np.tile(knots, 1 << APM2_BITS)
+    apm2 = np.tile(knots, 1 << APM2_BITS[version - 1])
     lane = np.zeros((max(1, int(cfg[3])), LANE_FIELDS), dtype=np.int64)
     lane[:, C0] = 1
     emas = np.zeros(max(1, int(cfg[1])), dtype=np.int32)
@@ -147,7 +170,7 @@ def _active(cfg, t):
 
 
 @njit(cache=True)
-def _value_contexts(vals, lane, emas, strides, j, r, t):
+def _value_contexts(cfg, vals, lane, emas, strides, j, r, t):
     """The value-level context of each model from earlier values of lane ``j`` (row ``r``)."""
     h1 = _head(vals, r - 1) if t >= 1 else NONE
     h2 = _head(vals, r - 2) if t >= 2 else NONE
@@ -172,15 +195,42 @@ def _value_contexts(vals, lane, emas, strides, j, r, t):
         lane[j, FV + 3] = (1 << 40) | ((h1 >> 3) << 26) | ((h2 >> 3) << 13) | (h3 >> 3)
     lane[j, FV + 4] = (((r % KERNEL) << 20) | (zbucket << 16) | (signs << 12)) | (h1 >> 4)
     lane[j, FV + 5] = (row_ema << 16) | ((ema >> 5) << 1) | ((row >> 11) & 1)
+    if cfg[CFG_VERSION] >= 2:
+        lane[j, FV + 6] = _plane_context(vals, r, t, stride, short, row, hs, h1)
+        lane[j, M2] = ((ema >> 7) & 255) if t >= 1 else 255
     lane[j, ROW] = r
     lane[j, H1] = h1
     lane[j, MCTX] = 4 + zbucket if zbucket else 2 * (row & 0x7FF == 0) + (hs & 0x7FF == 0)
 
 
 @njit(cache=True)
-def _byte_contexts(vals, lane, j, bpos):
+def _plane_context(vals, r, t, stride, short, row, hs, h1):
+    """A gradient's weight tensor is near rank one per tap (the sum over the batch of an output
+    error times an input), so log-magnitudes add: the value a row back, plus the one a short
+    stride back, minus their common corner predict this one's magnitude (11 bits of head, a
+    piecewise-linear log2), and the product of their signs predicts its sign. Without that
+    history, the previous head."""
+    if row == NONE or hs == NONE or stride + short > t:
+        return h1 >> 2
+    corner = _head(vals, r - stride - short)
+    predicted = min(2047, max(0, (row & 0x7FF) + (hs & 0x7FF) - (corner & 0x7FF)))
+    sign = ((row ^ hs ^ corner) >> 11) & 1
+    return (1 << 30) | ((predicted >> 3) << 2) | (sign << 1) | ((h1 >> 11) & 1)
+
+
+@njit(cache=True)
+def _exponent(vals, r):
+    """The top 8 bits after the sign (a float32's exponent)."""
+    return ((np.int64(vals[r, 0]) & 0x7F) << 1) | (np.int64(vals[r, 1]) >> 7)
+
+
+@njit(cache=True)
+def _byte_contexts(cfg, vals, lane, j, bpos):
     """Each model's context hash for byte ``bpos`` of the lane's current value."""
     r = lane[j, ROW]
+    if bpos >= FULL_BYTES and cfg[CFG_VERSION] >= 2:  # the later bytes' one model
+        lane[j, BH + ORDER0] = _hash(bpos * 256 + _exponent(vals, r), ORDER0)
+        return
     full = np.int64(bpos + 1)
     for b in range(bpos):  # beyond the first two bytes, only whether each is zero
         full = (full << 8) | vals[r, b] if b < 2 else (full << 1) | (vals[r, b] == 0)
@@ -188,15 +238,34 @@ def _byte_contexts(vals, lane, j, bpos):
     for b in range(min(bpos, 2)):
         coarse = (coarse << 8) | vals[r, b]
     lane[j, BH + 0] = _hash(full, 0)
-    for m in range(1, N_MODELS):
+    for m in range(1, _n_models(cfg)):
         lane[j, BH + m] = _hash(_hash(lane[j, FV + m], coarse), m)
     if bpos >= FULL_BYTES:
         lane[j, BH + ORDER0] = _hash(bpos, ORDER0)
 
 
 @njit(cache=True)
-def _uses(m, bpos):
-    return bpos < FULL_BYTES or (LATER_MODELS >> m) & 1
+def _uses(cfg, m, bpos):
+    if bpos < FULL_BYTES:
+        return m < _n_models(cfg)
+    return m == ORDER0 if cfg[CFG_VERSION] >= 2 else (LATER_MODELS >> m) & 1
+
+
+@njit(cache=True)
+def _mixer_offsets(cfg, lane, j, k):
+    """Where the weights of lane ``j``'s mixers for bit ``k`` of the value start."""
+    n_in = _n_models(cfg) + 1
+    first = (k * MIXER_SETS + lane[j, MCTX]) * n_in
+    second = (MAX_BITS * MIXER_SETS + k * MAGNITUDE_SETS + lane[j, M2]) * n_in
+    return first, second
+
+
+@njit(cache=True)
+def _dot(lane, j, weights, w0, n_in):
+    dot = np.int64(0)
+    for i in range(n_in):
+        dot += lane[j, XS + i] * weights[w0 + i]
+    return dot
 
 
 @njit(cache=True)
@@ -204,21 +273,27 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
     """Probabilities of bit ``step`` of every active lane into ``probs`` (rows [p0, p1])."""
     t, k = divmod(step, 8 * cfg[4])
     cb, bit = divmod(k, 8)
-    bpos = cfg[6 + cb]
+    bpos = cfg[CFG_CODED + cb]
     table_bits = cfg[5]
     mask = (np.int64(1) << table_bits) - 16
     lane_len = cfg[2]
     active = _active(cfg, t)
+    version, n_models = cfg[CFG_VERSION], _n_models(cfg)
+    direct = bpos >= FULL_BYTES and version >= 2
     # First pass: table reads only, so that the cache misses of all lanes overlap.
     for j in range(active):
         c0 = lane[j, C0]
         if bit == 0:
             if cb == 0:
-                _value_contexts(vals, lane, emas, strides, j, j * lane_len + t, t)
-            _byte_contexts(vals, lane, j, bpos)
+                _value_contexts(cfg, vals, lane, emas, strides, j, j * lane_len + t, t)
+            _byte_contexts(cfg, vals, lane, j, bpos)
+        if direct:  # one probability per (byte, exponent, bit): the partial byte is no context
+            base = _hash(lane[j, BH + ORDER0], 4096 + (bit >> 2)) & mask
+            lane[j, SLOT + ORDER0] = (np.int64(ORDER0) << table_bits) + base + (bit & 3)
+            continue
         nibble = c0 if bit < 4 else (c0 & ((1 << (bit - 4)) - 1)) | (1 << (bit - 4))
-        for m in range(N_MODELS):
-            if not _uses(m, bpos):
+        for m in range(n_models):
+            if not _uses(cfg, m, bpos):
                 lane[j, XS + m] = 0
                 continue
             if bit == 0 or bit == 4:
@@ -228,13 +303,19 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
                 slot = (lane[j, SLOT + m] & ~np.int64(15)) + nibble
             lane[j, SLOT + m] = slot
             lane[j, XS + m] = STRETCH[tables[slot] >> 20]
+    apm2_mask = (np.int64(1) << APM2_BITS[version - 1]) - 1
     for j in range(active):
+        if direct:
+            p = min(4095, max(1, np.int64(tables[lane[j, SLOT + ORDER0]] >> 20)))
+            probs[j, 1] = p / 4096.0
+            probs[j, 0] = (4096 - p) / 4096.0
+            continue
         c0 = lane[j, C0]
-        w0 = (k * MIXER_SETS + lane[j, MCTX]) * N_IN
-        lane[j, XS + N_MODELS] = 256
-        dot = np.int64(0)
-        for i in range(N_IN):
-            dot += lane[j, XS + i] * weights[w0 + i]
+        lane[j, XS + n_models] = 256
+        first, second = _mixer_offsets(cfg, lane, j, k)
+        dot = _dot(lane, j, weights, first, n_models + 1)
+        if version >= 2:
+            dot = (dot + _dot(lane, j, weights, second, n_models + 1)) >> 1
         pr = _squash(dot >> 16)
         s = STRETCH[pr] + 2048
         lo, wt = s >> 7, s & 127
@@ -242,7 +323,7 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
         p1 = (apm1[base1] * (128 - wt) + apm1[base1 + 1] * wt) >> 11
         lane[j, A1] = base1 + (wt >> 6)
         if bpos < FULL_BYTES:
-            base2 = (_hash(lane[j, H1], k * 256 + c0) & ((1 << APM2_BITS) - 1)) * 33 + lo
+            base2 = (_hash(lane[j, H1], k * 256 + c0) & apm2_mask) * 33 + lo
             p2 = (apm2[base2] * (128 - wt) + apm2[base2 + 1] * wt) >> 11
             lane[j, A2] = base2 + (wt >> 6)
             p = (pr + p1 + 2 * p2 + 2) >> 2
@@ -260,37 +341,50 @@ def _train_apm(apm, i, y):
 
 
 @njit(cache=True)
+def _train_counter(tables, slot, y, limit):
+    v = np.int64(tables[slot])
+    n = v & 1023
+    p = v >> 10
+    v = v + 1 if n < limit else (v & ~np.int64(1023)) | limit
+    v += ((((y << 22) - p) >> 3) * DT[n]) & ~np.int64(1023)
+    tables[slot] = v
+
+
+@njit(cache=True)
+def _train_mixer(lane, j, weights, w0, n_in, y):
+    """The mixer learns from its prediction with the weights as they are now (earlier lanes of
+    this step have moved them): sequential SGD, not one step summed over all lanes."""
+    err = (y << 12) - _squash(_dot(lane, j, weights, w0, n_in) >> 16)
+    for i in range(n_in):
+        weights[w0 + i] += (lane[j, XS + i] * err) >> MIXER_SHIFT
+
+
+@njit(cache=True)
 def update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits):
     """Train on bit ``step`` of every active lane, lane after lane; completes bytes in ``vals``."""
     n_coded = cfg[4]
     t, k = divmod(step, 8 * n_coded)
     cb, bit = divmod(k, 8)
-    bpos = cfg[6 + cb]
+    bpos = cfg[CFG_CODED + cb]
+    version, n_models = cfg[CFG_VERSION], _n_models(cfg)
+    direct = bpos >= FULL_BYTES and version >= 2
     for j in range(_active(cfg, t)):
         y = np.int64(bits[j])
-        for m in range(N_MODELS):
-            if not _uses(m, bpos):
-                continue
-            slot = lane[j, SLOT + m]
-            v = np.int64(tables[slot])
-            n = v & 1023
-            p = v >> 10
-            limit = ORDER0_LIMIT if m == ORDER0 and bpos >= FULL_BYTES else LIMIT
-            v = v + 1 if n < limit else (v & ~np.int64(1023)) | limit
-            v += ((((y << 22) - p) >> 3) * DT[n]) & ~np.int64(1023)
-            tables[slot] = v
-        # The mixer learns from its prediction with the weights as they are now (earlier lanes
-        # of this step have moved them): sequential SGD, not one step summed over all lanes.
-        w0 = (k * MIXER_SETS + lane[j, MCTX]) * N_IN
-        dot = np.int64(0)
-        for i in range(N_IN):
-            dot += lane[j, XS + i] * weights[w0 + i]
-        err = (y << 12) - _squash(dot >> 16)
-        for i in range(N_IN):
-            weights[w0 + i] += (lane[j, XS + i] * err) >> MIXER_SHIFT
-        _train_apm(apm1, lane[j, A1], y)
-        if bpos < FULL_BYTES:
-            _train_apm(apm2, lane[j, A2], y)
+        if direct:
+            _train_counter(tables, lane[j, SLOT + ORDER0], y, ORDER0_LIMIT)
+        else:
+            for m in range(n_models):
+                if _uses(cfg, m, bpos):
+                    later_order0 = m == ORDER0 and bpos >= FULL_BYTES
+                    limit = ORDER0_LIMIT if later_order0 else LIMIT[version - 1]
+                    _train_counter(tables, lane[j, SLOT + m], y, limit)
+            first, second = _mixer_offsets(cfg, lane, j, k)
+            _train_mixer(lane, j, weights, first, n_models + 1, y)
+            if version >= 2:
+                _train_mixer(lane, j, weights, second, n_models + 1, y)
+            _train_apm(apm1, lane[j, A1], y)
+            if bpos < FULL_BYTES:
+                _train_apm(apm2, lane[j, A2], y)
         c0 = (lane[j, C0] << 1) | y
         if bit == 7:
             r = lane[j, ROW]
@@ -321,7 +415,7 @@ def _step_bits(step, cfg, vals, bits):
     """The true bits of ``step`` (encoder only: it knows every value)."""
     t, k = divmod(step, 8 * cfg[4])
     cb, bit = divmod(k, 8)
-    bpos = cfg[6 + cb]
+    bpos = cfg[CFG_CODED + cb]
     n = _active(cfg, t)
     for j in range(n):
         bits[j] = (vals[j * cfg[2] + t, bpos] >> (7 - bit)) & 1
