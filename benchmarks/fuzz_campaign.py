@@ -1,8 +1,9 @@
 """Mutation campaign against the decoder: every hostile or corrupted .lmgc gives an LmgcError.
 
 Builds a few real containers (context prior: several chunks, one large range-coded chunk, a
-lossy file, a folder of two files; the context-mixing level; the committed version-1 golden file; context files relabelled as LLM files, one naming
-an embedded model and one naming a hub id), mutates them with the families below, and decodes
+lossy file, a folder of two files; the context-mixing level, and the golden file of its model's
+version 1; the committed container-version-1 golden file; context files relabelled as LLM files,
+one naming an embedded model and one naming a hub id), mutates them with the families below, and decodes
 each case in worker processes with a memory limit (RLIMIT_AS) and a time limit. Outcomes:
 
   equal    decoded to exactly the pristine file's tensors (e.g. a flip in a coder's padding bits)
@@ -101,6 +102,7 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         "context, one 32 KB chunk": (lmgc.compress(values[:8192].copy(), prior="context"), True),
         "context + lossy quant:8": (lmgc.compress(sample, prior="context", lossy="quant:8"), True),
         "version 1 golden (context)": ((GOLDEN / "sample-v1-context.lmgc").read_bytes(), False),
+        "context --level max model version 1 (golden)": ((GOLDEN / "sample-v2-cm1.lmgc").read_bytes(), True),
         "LLM file naming smollm2-135m": (as_llm("smollm2-135m"), True),
         "LLM file naming a hub id": (as_llm("some-org/some-model"), True),
     }

@@ -22,7 +22,7 @@ from lmgc.errors import (
 )
 from lmgc.priors.context import ContextPrior
 from lmgc.priors.context_models import KINDS, choose_kinds, value_digits
-from lmgc.priors.hybrid import HybridPrior
+from lmgc.priors.hybrid import HybridPrior, HybridPriorV1
 from lmgc.priors.llm import nibbles, pack_nibbles
 from lmgc.priors.mixer import GeometricMixer
 from lmgc.testing import forge
@@ -229,6 +229,52 @@ def test_hybrid_round_trip_keeps_learning_across_batches(gradient_bytes):
                 for e in encode_symbols(prior.stream(4), symbols[start : start + 4],
                                         sizes[start : start + 4], batch_size=4))  # fmt: skip
     assert shared < fresh  # later batches profit from what the earlier ones taught
+
+
+def _hybrid_payload(prior, data: bytes) -> int:
+    chunks = split_chunks(data, 512)
+    symbols = [prior.symbols(c, 4) for c in chunks]
+    sizes = [len(c) for c in chunks]
+    encoded = encode_symbols(prior.stream(4), symbols, sizes, batch_size=4)
+    decoded = decode_symbols(prior.stream(4), [e.payload for e in encoded],
+                             [e.n_symbols for e in encoded], sizes, batch_size=4)  # fmt: skip
+    assert [prior.restore(s, n, 4) for s, n in zip(decoded, sizes)] == chunks
+    return sum(len(e.payload) for e in encoded)
+
+
+class ConfidentNibbles(UniformNibbles):
+    """A stand-in LLM that bets 0.9 on a digit that changes every step: wrong on random data."""
+
+    def stream(self, group: int):
+        class Session:
+            def __init__(self, lengths):
+                self.batch, self.t = len(lengths), 0
+
+            def step(self, symbols):
+                self.t += 1
+                p = np.full((self.batch, 16), 0.1 / 15)
+                p[np.arange(self.batch), (7 * self.t + 3 * np.arange(self.batch)) % 16] = 0.9
+                return p
+
+        class Stream:
+            max_symbols = None
+
+            def open(self, lengths):
+                return Session(lengths)
+
+        return Stream()
+
+
+def test_hybrid_guard_codes_random_digits_at_their_4_bits(gradient_bytes):
+    """Version 3 codes a digit position uniformly while the mixture has cost more than 4 bits a
+    digit there: random bytes stay within the coder's few bytes per chunk of their size, smaller
+    than version 1's, and a gradient's structured digits are still modelled."""
+    noise = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
+    guarded, unguarded = (_hybrid_payload(cls(ConfidentNibbles()), noise) for cls in (HybridPrior, HybridPriorV1))
+    assert guarded <= len(noise) + 4 * 16 and guarded < unguarded
+    data = _be(gradient_bytes[:8192])
+    guarded, unguarded = (_hybrid_payload(cls(ConfidentNibbles()), data) for cls in (HybridPrior, HybridPriorV1))
+    assert guarded <= unguarded < 0.9 * len(data)
 
 
 def test_ties_between_kinds_go_to_the_simplest():

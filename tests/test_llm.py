@@ -225,8 +225,8 @@ def test_hybrid_refuses_a_different_model(gradient_sample, smollm2):
     forged = _edit_header(blob, lambda h: h["prior"]["llm"].update(tokenizer_sha256="0" * 64))
     with pytest.raises(ModelMismatchError, match="tokenizer sha256 differs"):
         lmgc.decompress(forged)
-    newer = _edit_header(blob, lambda h: h["prior"].update(version=3))
-    with pytest.raises(UnsupportedVersionError, match="hybrid prior version 3 is not one this lmgc decodes"):
+    newer = _edit_header(blob, lambda h: h["prior"].update(version=4))
+    with pytest.raises(UnsupportedVersionError, match="hybrid prior version 4 is not one this lmgc decodes"):
         lmgc.decompress(newer)
 
 
@@ -235,7 +235,7 @@ def test_nibble_mode_needs_hex(smollm2):
         lmgc.Compressor(prior="nibble", serialization="iso")
 
 
-@pytest.mark.parametrize(("prior", "bound"), [("llm", 256), ("hybrid", 288)])
+@pytest.mark.parametrize(("prior", "bound"), [("llm", 256), ("hybrid", 288), ("token-hybrid", 288)])
 def test_llm_file_fixed_overhead_is_bounded(prior, bound, gradient_sample, smollm2):
     """Everything but the per-chunk frames: header (model hashes, engine, environment, manifest),
     its CRC and the digest; the hybrid also records its mixer's rate and context kinds."""

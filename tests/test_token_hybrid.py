@@ -12,7 +12,7 @@ import lmgc
 from lmgc.codec import decode_symbols, encode_symbols, split_chunks
 from lmgc.container import unpack
 from lmgc.errors import CorruptDataError, SerializationError, UnsupportedVersionError
-from lmgc.priors import HybridPrior, NibblePrior, TokenHybridPrior, recorded_class
+from lmgc.priors import HybridPrior, TokenHybridPrior, prior_class, recorded_class
 from lmgc.priors.context_models import NONE, kind_context
 from lmgc.priors.token_layout import TokenSpelling
 from lmgc.serialize import Serialization
@@ -177,7 +177,7 @@ def test_a_token_alphabet_that_misses_part_of_the_layout_is_refused():
 
 def test_real_model_round_trip_records_version_2(gradient_sample, smollm2):
     data = gradient_sample[:12]
-    blob = lmgc.compress(data, prior="hybrid", chunk_bytes=16, batch_size=2)
+    blob = lmgc.compress(data, prior="token-hybrid", chunk_bytes=16, batch_size=2)
     info = lmgc.read_container_info(blob)
     prior = info["header"]["prior"]
     assert (prior["version"], prior["llm"]["kind"], prior["experts"]) == (2, "llm", ["s2", "zP", "zd", "z"])
@@ -185,12 +185,13 @@ def test_real_model_round_trip_records_version_2(gradient_sample, smollm2):
     assert lmgc.decompress(blob).tobytes() == data.tobytes()
 
 
-def test_version_1_files_still_decode(gradient_sample, smollm2):
+def test_the_default_hybrid_is_the_guarded_nibble_hybrid(gradient_sample, smollm2):
+    """``--prior hybrid`` is the nibble-mode hybrid (measured smaller), version 3."""
+    assert prior_class("hybrid") is HybridPrior and prior_class("token-hybrid") is TokenHybridPrior
     data = gradient_sample[:8]
-    v1 = HybridPrior(NibblePrior(smollm2, Serialization.parse("hex-comma-be"), 1))
-    blob = lmgc.compress(data, prior=v1, chunk_bytes=16, batch_size=2)
+    blob = lmgc.compress(data, prior="hybrid", chunk_bytes=16, batch_size=2)
     prior = lmgc.read_container_info(blob)["header"]["prior"]
-    assert (prior["version"], prior["llm"]["kind"]) == (1, "llm-nibble")
+    assert (prior["version"], prior["llm"]["kind"]) == (3, "llm-nibble")
     assert lmgc.decompress(blob).tobytes() == data.tobytes()
 
 
@@ -219,8 +220,8 @@ def test_a_valid_v2_identity_passes_the_schema(context_blob):
 
 
 @pytest.mark.parametrize("edit,error,message", [
-    (lambda p: p.update(version=3), UnsupportedVersionError,
-     r"hybrid prior version 3 is not one this lmgc decodes \(1, 2\)"),
+    (lambda p: p.update(version=4), UnsupportedVersionError,
+     r"hybrid prior version 4 is not one this lmgc decodes \(1, 2, 3\)"),
     (lambda p: p.update(version="2"), UnsupportedVersionError, "hybrid prior version '2'"),
     (lambda p: p.pop("version"), UnsupportedVersionError, "hybrid prior version None"),
     (lambda p: p.pop("experts"), CorruptDataError, r"hybrid prior has missing \['experts'\]"),

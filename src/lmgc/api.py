@@ -109,7 +109,8 @@ class Compressor:
     Args:
         model: model spec (see :mod:`lmgc.models`); default ``$LMGC_MODEL`` or SmolLM2-135M.
         prior: a name — ``llm`` (token mode, the paper's), ``nibble`` (one hex digit per LLM
-            step), ``hybrid`` (token LLM mixed with structural context models), ``context`` (the
+            step), ``hybrid`` (the nibble LLM mixed with structural context models per digit),
+            ``token-hybrid`` (the token LLM mixed with them per token), ``context`` (the
             context models alone: no LLM, megabytes per second) — or a
             :class:`~lmgc.priors.base.Prior` object.
         level: for priors offered at several levels (``context``: ``fast``), which one.

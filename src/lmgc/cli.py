@@ -252,8 +252,9 @@ def _add_codec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="read the input as raw little-endian values of this dtype")
     parser.add_argument("--prior", choices=PRIORS, default=DEFAULT_PRIOR,
                         help="llm: the LLM on the paper's tokens (default); nibble: the LLM one hex "
-                        "digit per step; hybrid: token LLM mixed with structural context models "
-                        "(best rate); context: the context models alone (no LLM, MB/s)")  # fmt: skip
+                        "digit per step; hybrid: the nibble LLM mixed with structural context "
+                        "models per digit (best rate); token-hybrid: the token LLM mixed with them "
+                        "per token; context: the context models alone (no LLM, MB/s)")  # fmt: skip
     parser.add_argument("--level", choices=sorted({level for _, level in LEVELS}),
                         help="for priors offered at several levels: " + ", ".join(
                             f"{name} {level}" for name, level in LEVELS))  # fmt: skip
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="compress + decompress real gradients (context prior and LLM), compare codecs")
     p.add_argument("input", nargs="?", help="tensor file (default: the packaged ConvNet/MNIST gradient)")
     _add_model_options(p)
-    p.add_argument("--prior", choices=("llm", "nibble", "hybrid"), default="llm",
+    p.add_argument("--prior", choices=("llm", "nibble", "hybrid", "token-hybrid"), default="llm",
                    help="LLM prior to demonstrate (default llm, the paper's token mode); the "
                    "context prior (no LLM) is always shown beside it")  # fmt: skip
     p.add_argument("--bytes", type=int_at_least(4), default=2048, help="sample size in bytes (default 2048)")

@@ -69,7 +69,7 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
                              "combine with --sample-bytes)")
     parser.add_argument("--lmgc-prior", type=_names, default=["llm"], metavar="PRIORS",
                         help="comma-separated priors for each --lmgc mode: llm (default), nibble, "
-                             "hybrid, context (e.g. --lmgc hex-comma-be --lmgc-prior llm,hybrid)")
+                             "hybrid, token-hybrid, context (e.g. --lmgc hex-comma-be --lmgc-prior llm,hybrid)")
     parser.add_argument("--lmgc-chunk-bytes", type=positive_int, metavar="N",
                         help="chunk size of the lmgc codec (default: the prior's, 1024 for LLM "
                              "priors)")

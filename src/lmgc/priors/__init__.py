@@ -12,25 +12,28 @@ from ..errors import CorruptDataError, InputError, UnsupportedVersionError
 from .base import Coded, ModelLoader, Prior
 from .cm import ContextMixingPrior, ContextMixingPriorV1
 from .context import ContextPrior
-from .hybrid import HybridPrior
+from .hybrid import HybridPrior, HybridPriorV1
 from .llm import LLMPrior, NibblePrior
 from .token_hybrid import TokenHybridPrior
 
 __all__ = ["PRIORS", "LEVELS", "DECODE_ONLY", "Prior", "Coded", "ModelLoader", "prior_class",
            "recorded_class", "LLMPrior", "NibblePrior", "TokenHybridPrior", "HybridPrior", "ContextPrior"]  # fmt: skip
 
-#: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: token
-#: mode mixed with structural context models; ``context``: the context models alone (no LLM).
-PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (LLMPrior, NibblePrior, TokenHybridPrior, ContextPrior)}
+#: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: nibble
+#: mode mixed with structural context models per digit (version 3); ``token-hybrid``: token mode
+#: mixed with them per token (version 2 of the same kind; measured larger, see its module);
+#: ``context``: the context models alone (no LLM).
+PRIORS: dict[str, type[Prior]] = {
+    cls.name: cls for cls in (LLMPrior, NibblePrior, HybridPrior, TokenHybridPrior, ContextPrior)}
 
 #: ``(name, level) -> class`` for names offered at several levels (``--level``), like zstd's;
 #: ``PRIORS[name]`` is the default level. Each level records its own kind in the header.
 LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior, ("context", "max"): ContextMixingPrior}
 
 #: Earlier versions of a prior: new files no longer use them, files that recorded them decode.
-#: (``hybrid`` version 1: the nibble-mode LLM mixed per digit; ``context-cm`` version 1: the
-#: context-mixing model before the plane model, the second mixer and the later bytes' model.)
-DECODE_ONLY: tuple[type[Prior], ...] = (HybridPrior, ContextMixingPriorV1)
+#: (``hybrid`` version 1: without the guard on random digit positions; ``context-cm`` version 1:
+#: the context-mixing model before the plane model, the second mixer and the later bytes' model.)
+DECODE_ONLY: tuple[type[Prior], ...] = (HybridPriorV1, ContextMixingPriorV1)
 
 
 def prior_class(name: str, level: str | None = None) -> type[Prior]:
