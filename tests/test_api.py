@@ -103,7 +103,7 @@ def test_the_prior_checks_its_own_recorded_identity(stored):
 
 
 def test_unknown_prior_names_are_input_errors():
-    with pytest.raises(InputError, match="unknown prior 'stored'; valid: llm, nibble, hybrid, context"):
+    with pytest.raises(InputError, match="unknown prior 'stored'; valid: llm, nibble, hybrid, token-hybrid, context"):
         lmgc.Compressor(prior="stored")
 
 
