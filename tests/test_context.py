@@ -196,65 +196,19 @@ class UniformNibbles:
     def restore(self, symbols, n_bytes: int, group: int) -> bytes:
         return pack_nibbles(symbols, n_bytes)
 
-    def stream(self, group: int):
-        class Session:
-            def __init__(self, lengths):
-                self.batch = len(lengths)
-
-            def step(self, symbols):
-                return np.full((self.batch, 16), 1 / 16)
-
-        class Stream:
-            max_symbols = None
-
-            def open(self, lengths):
-                return Session(lengths)
-
-        return Stream()
-
-
-def test_hybrid_round_trip_keeps_learning_across_batches(gradient_bytes):
-    data = _be(gradient_bytes[:6144])
-    chunks = split_chunks(data, 512)
-    prior = HybridPrior(UniformNibbles())
-    symbols = [prior.symbols(c, 4) for c in chunks]
-    sizes = [len(c) for c in chunks]
-    encoded = encode_symbols(prior.stream(4), symbols, sizes, batch_size=4)
-    decoded = decode_symbols(prior.stream(4), [e.payload for e in encoded],
-                             [e.n_symbols for e in encoded], sizes, batch_size=4)  # fmt: skip
-    assert [prior.restore(s, n, 4) for s, n in zip(decoded, sizes)] == chunks
-    shared = sum(len(e.payload) for e in encoded)
-    assert shared < 0.9 * len(data)  # the stand-in LLM alone: 100%
-    fresh = sum(len(e.payload) for start in range(0, len(chunks), 4)  # a new stream per batch
-                for e in encode_symbols(prior.stream(4), symbols[start : start + 4],
-                                        sizes[start : start + 4], batch_size=4))  # fmt: skip
-    assert shared < fresh  # later batches profit from what the earlier ones taught
-
-
-def _hybrid_payload(prior, data: bytes) -> int:
-    chunks = split_chunks(data, 512)
-    symbols = [prior.symbols(c, 4) for c in chunks]
-    sizes = [len(c) for c in chunks]
-    encoded = encode_symbols(prior.stream(4), symbols, sizes, batch_size=4)
-    decoded = decode_symbols(prior.stream(4), [e.payload for e in encoded],
-                             [e.n_symbols for e in encoded], sizes, batch_size=4)  # fmt: skip
-    assert [prior.restore(s, n, 4) for s, n in zip(decoded, sizes)] == chunks
-    return sum(len(e.payload) for e in encoded)
-
-
-class ConfidentNibbles(UniformNibbles):
-    """A stand-in LLM that bets 0.9 on a digit that changes every step: wrong on random data."""
+    def probabilities(self, batch: int, t: int) -> np.ndarray:
+        return np.full((batch, 16), 1 / 16)
 
     def stream(self, group: int):
+        model = self
+
         class Session:
             def __init__(self, lengths):
                 self.batch, self.t = len(lengths), 0
 
             def step(self, symbols):
                 self.t += 1
-                p = np.full((self.batch, 16), 0.1 / 15)
-                p[np.arange(self.batch), (7 * self.t + 3 * np.arange(self.batch)) % 16] = 0.9
-                return p
+                return model.probabilities(self.batch, self.t)
 
         class Stream:
             max_symbols = None
@@ -263,6 +217,45 @@ class ConfidentNibbles(UniformNibbles):
                 return Session(lengths)
 
         return Stream()
+
+
+class ConfidentNibbles(UniformNibbles):
+    """A stand-in LLM that bets 0.9 on a digit that changes every step: wrong on random data."""
+
+    def probabilities(self, batch: int, t: int) -> np.ndarray:
+        p = np.full((batch, 16), 0.1 / 15)
+        p[np.arange(batch), (7 * t + 3 * np.arange(batch)) % 16] = 0.9
+        return p
+
+
+def _hybrid_round_trip(prior, data: bytes) -> tuple[list, list, list]:
+    """(encoded chunks, their symbols, their sizes) of ``data`` in 512-B chunks, batches of 4,
+    after checking that they decode to ``data``."""
+    chunks = split_chunks(data, 512)
+    symbols = [prior.symbols(c, 4) for c in chunks]
+    sizes = [len(c) for c in chunks]
+    encoded = encode_symbols(prior.stream(4), symbols, sizes, batch_size=4)
+    decoded = decode_symbols(prior.stream(4), [e.payload for e in encoded],
+                             [e.n_symbols for e in encoded], sizes, batch_size=4)  # fmt: skip
+    assert [prior.restore(s, n, 4) for s, n in zip(decoded, sizes)] == chunks
+    return encoded, symbols, sizes
+
+
+def _hybrid_payload(prior, data: bytes) -> int:
+    return sum(len(e.payload) for e in _hybrid_round_trip(prior, data)[0])
+
+
+def test_hybrid_round_trip_keeps_learning_across_batches(gradient_bytes):
+    data = _be(gradient_bytes[:6144])
+    prior = HybridPrior(UniformNibbles())
+    encoded, symbols, sizes = _hybrid_round_trip(prior, data)
+    chunks = split_chunks(data, 512)
+    shared = sum(len(e.payload) for e in encoded)
+    assert shared < 0.9 * len(data)  # the stand-in LLM alone: 100%
+    fresh = sum(len(e.payload) for start in range(0, len(chunks), 4)  # a new stream per batch
+                for e in encode_symbols(prior.stream(4), symbols[start : start + 4],
+                                        sizes[start : start + 4], batch_size=4))  # fmt: skip
+    assert shared < fresh  # later batches profit from what the earlier ones taught
 
 
 def test_hybrid_guard_codes_random_digits_at_their_4_bits(gradient_bytes):
