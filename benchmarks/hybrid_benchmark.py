@@ -1,8 +1,9 @@
 """Benchmark of the hybrids against the token LLM alone, `--prior context` at levels max and fast,
-and the best classical codec, on the same 4 KB windows (issue 13, part 2). Hybrids: v3
-(`--prior hybrid`: the nibble LLM mixed with the context models per digit, with a guard that
-codes random digit positions uniformly), v1 (the same without the guard; decode-only now) and
-v2 (`--prior token-hybrid`: the token-mode LLM mixed with them per token).
+and the best classical codec, on the same 4 KB windows (issue 13, part 2). Hybrids: v4
+(`--prior hybrid`: the nibble LLM mixed with the context models per digit, with the encoder's
+chosen context kinds, averaged with uniform and the context models mixed alone), v3 (a guard
+that codes random digit positions uniformly instead of the average; decode-only now), v1 (no
+guard; decode-only) and v2 (`--prior token-hybrid`: the token-mode LLM mixed per token).
 
 Every size is coded, decoded (through :class:`lmgc.Decompressor`, which picks the hybrid's
 version from the header) and compared byte for byte. LLM priors: 512-B chunks (the paper's; one
@@ -18,9 +19,9 @@ token's characters (separator characters: the last column).
 Files: the packaged gradient and the files of benchmarks/cm_benchmark.py (git-ignored
 benchmarks/data; the commands that make them are listed there).
 
-Run:  .venv/bin/python benchmarks/hybrid_benchmark.py [--windows 1] [--only LABEL ...]
-      (default: one window of the packaged gradient; each
-      further window or file adds as much)
+Run:  .venv/bin/python benchmarks/hybrid_benchmark.py [--windows 1] [--only LABEL ...] [--llm PRIOR ...]
+      (default: one window of the packaged gradient, every LLM prior; each further window, file
+      or LLM prior adds ~2 minutes a window on 2 cores)
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ FILES = {"ConvNet-32 MNIST step 50 (packaged)": "src/lmgc/data/convnet_w32_mnist
 #: the packaged gradient only by default: every LLM prior codes each window twice (encode, decode)
 DEFAULT_FILES = ["ConvNet-32 MNIST step 50 (packaged)"]
 CLASSICAL = ["gzip", "lzma", "bz2", "zstd-19", "fpzip", "pcodec", "blosc2", "planes-zstd", "planes-lzma"]
-LLM = ["token LLM", "hybrid v1", "hybrid v3", "token-hybrid v2"]
-HYBRID = "hybrid v3"  # what --prior hybrid makes
+LLM = ["token LLM", "hybrid v1", "hybrid v3", "hybrid v4", "token-hybrid v2"]
+HYBRID = "hybrid v4"  # what --prior hybrid makes
 CONTEXT = {"context max": "max", "context fast": "fast"}
 CHUNK, BATCH, GROUP, THREADS = 512, 8, 4, 2
 
@@ -116,12 +117,14 @@ def _lmgc_run(compressor, array: np.ndarray) -> dict:
             "prior": info["header"]["prior"].get("version")}  # fmt: skip
 
 
-def run(labels: list[str], windows: int, window_bytes: int, seed: int) -> dict:
+def run(labels: list[str], llm_priors: list[str], windows: int, window_bytes: int, seed: int) -> dict:
     import lmgc
     from lmgc import decoder
     from lmgc.eval.bench import run_bench
-    from lmgc.eval.inputs import load_file_bytes, sample_windows
-    from lmgc.priors import HybridPrior, HybridPriorV1, LLMPrior, NibblePrior, TokenHybridPrior
+    from lmgc.eval.inputs import FileBytes, load_file_bytes, sample_windows
+    from lmgc.priors import HybridPrior, LLMPrior, NibblePrior, TokenHybridPrior
+    from lmgc.priors.context_models import choose_kinds, value_digits
+    from lmgc.priors.hybrid import HybridPriorV1, HybridPriorV3
 
     # The decoder loads the recorded model per file; here it is the same model every time.
     decoder.load_model = functools.lru_cache(maxsize=1)(decoder.load_model)
@@ -130,9 +133,12 @@ def run(labels: list[str], windows: int, window_bytes: int, seed: int) -> dict:
     serialization = lmgc.CodecConfig().serialization
     priors = {"token LLM": LLMPrior(lm, serialization, THREADS),
               "hybrid v1": HybridPriorV1(NibblePrior(lm, serialization, THREADS)),
-              "hybrid v3": HybridPrior(NibblePrior(lm, serialization, THREADS)),
+              "hybrid v3": HybridPriorV3(NibblePrior(lm, serialization, THREADS)),
+              "hybrid v4": HybridPrior(NibblePrior(lm, serialization, THREADS)),
               "token-hybrid v2": TokenHybridPrior(LLMPrior(lm, serialization, THREADS))}  # fmt: skip
-    tokens = [priors["token LLM"].detokenize(np.array([s])) for s in range(priors["token LLM"].alphabet_size)]
+    priors = {name: prior for name, prior in priors.items() if name in llm_priors}
+    token_llm = LLMPrior(lm, serialization, THREADS)
+    tokens = [token_llm.detokenize(np.array([s])) for s in range(token_llm.alphabet_size)]
     texts = {"token LLM": tokens, "token-hybrid v2": tokens}
     steps = {name: _recording(prior) for name, prior in priors.items()}
     compressors = {name: lmgc.Compressor(prior=prior, **settings) for name, prior in priors.items()}
@@ -154,11 +160,15 @@ def run(labels: list[str], windows: int, window_bytes: int, seed: int) -> dict:
             array = np.frombuffer(source.data[start:end], "<f4")
             big_endian = array.astype(">f4").tobytes()
             chunks = [big_endian[i : i + CHUNK] for i in range(0, len(big_endian), CHUNK)]
-            window = {"start": start, "bytes": end - start}
+            window = {"start": start, "bytes": end - start, "classical_whole": min(
+                r.rate_pct for r in run_bench([FileBytes(label, source.data[start:end], "float32")], CLASSICAL, ["whole"])
+                if r.status == "ok" and r.verified)}  # fmt: skip
             for name, compressor in compressors.items():
                 print(f"== {label} [{start}:{end}] {name}", file=sys.stderr, flush=True)
                 if name in steps:
                     steps[name].clear()
+                if name == "hybrid v4":  # the kinds its encoder would choose, set so its steps are recorded
+                    priors[name].kinds = choose_kinds(value_digits(big_endian, GROUP)[0])
                 window[name] = _lmgc_run(compressor, array)
                 if name in steps:
                     window[name]["position_bits"] = _position_bits(
@@ -178,8 +188,16 @@ def _pct(entry: dict, name: str) -> float:
     return 100 * sum(w[name]["payload"] for w in entry["windows"]) / sum(w["bytes"] for w in entry["windows"])
 
 
+def _ratio(cells: dict, name: str, reference: str) -> str:
+    return f"{cells[name] / cells[reference]:.4f}" if name in cells and reference in cells else "-"
+
+
+def _window_pct(window: dict, name: str) -> float:
+    return 100 * window[name]["payload"] / window["bytes"]
+
+
 def markdown(report: dict) -> str:
-    n = report["windows"]
+    n, llm = report["windows"], report["llm_priors"]
     lines = [
         "# Hybrids (LLM mixed with context models) vs the token LLM, context models and classical codecs",
         "",
@@ -188,27 +206,36 @@ def markdown(report: dict) -> str:
         f"(seed {report['seed']}); SmolLM2-135M ({report['dtype']}, {THREADS} torch threads), `hex-comma-be`. "
         "Every size is coded, decoded and compared byte for byte.",
         "",
-        "Cells: payload % of the window bytes (lmgc: coded chunks without the container header; "
-        "classical: their whole output). LLM priors: 512-B chunks, one model context each, "
-        "8 in lockstep; the hybrids' count models and mixer learn across the window's chunks. "
-        "*classical, whole*: best of " + ", ".join(CLASSICAL) + " on the window; *classical, "
-        "512-B chunks*: the same codecs on each 512-B chunk alone (the paper's protocol).",
+        "Cells: payload % of the window bytes, over all windows of the file (lmgc: coded chunks "
+        "without the container header; classical: their whole output). LLM priors: 512-B chunks, "
+        "one model context each, 8 in lockstep; the hybrids' count models and mixer learn across the "
+        "window's chunks. *classical, whole*: best of " + ", ".join(CLASSICAL) + " on the window; "
+        "*classical, 512-B chunks*: the same codecs on each 512-B chunk alone (the paper's protocol).",
         "",
         f"`{HYBRID}` is what `--prior hybrid` makes. *best no LLM*: the smallest of context max, "
-        "context fast and classical, whole.",
+        "context fast and classical, whole; *windows won*: windows where the hybrid is smaller than "
+        "each of them.",
         "",
-        "| file | token LLM | hybrid v1 | **hybrid v3** | token-hybrid v2 | context max | context fast | "
-        "classical, whole | classical, 512-B chunks | v3 / max | v3 / token LLM | v3 / best no LLM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| file | " + " | ".join(f"**{name}**" if name == HYBRID else name for name in llm)
+        + " | context max | context fast | classical, whole | classical, 512-B chunks | "
+        f"{HYBRID} / max | {HYBRID} / token LLM | {HYBRID} / best no LLM | windows won |",
+        "|---|" + "---|" * (len(llm) + 8),
     ]
     for label, entry in report["files"].items():
-        cells = {name: _pct(entry, name) for name in [*LLM, *CONTEXT]}
+        cells = {name: _pct(entry, name) for name in [*llm, *CONTEXT]}
         whole, chunked = _best(entry["classical"], "whole"), _best(entry["classical"], "chunked")
+        cells["best no LLM"] = min(cells["context max"], cells["context fast"], whole[0])
+        won = "-"
+        if HYBRID in llm:
+            won = sum(_window_pct(w, HYBRID) < min(_window_pct(w, "context max"), _window_pct(w, "context fast"),
+                                                     w["classical_whole"])
+                      for w in entry["windows"])  # fmt: skip
+            won = f"{won}/{len(entry['windows'])}"
         lines.append(
-            f"| {label} | " + " | ".join(f"{cells[name]:.2f}" for name in [*LLM, *CONTEXT])
+            f"| {label} | " + " | ".join(f"{cells[name]:.2f}" for name in [*llm, *CONTEXT])
             + f" | {whole[0]:.2f} ({whole[1]}) | {chunked[0]:.2f} ({chunked[1]}) | "
-            f"{cells[HYBRID] / cells['context max']:.4f} | {cells[HYBRID] / cells['token LLM']:.4f} | "
-            f"{cells[HYBRID] / min(cells['context max'], cells['context fast'], whole[0]):.4f} |"
+            f"{_ratio(cells, HYBRID, 'context max')} | {_ratio(cells, HYBRID, 'token LLM')} | "
+            f"{_ratio(cells, HYBRID, 'best no LLM')} | {won} |"
         )  # fmt: skip
     lines += [
         "",
@@ -218,18 +245,18 @@ def markdown(report: dict) -> str:
         "shared evenly among its characters (so the split between neighbouring positions is "
         "approximate for tokens that span them). 8 bits per byte = stored as is.",
         "",
-        "| file | " + " | ".join(LLM) + " |",
-        "|---|" + "---|" * len(LLM),
+        "| file | " + " | ".join(llm) + " |",
+        "|---|" + "---|" * len(llm),
     ]
     for label, entry in report["files"].items():
         cells = []
-        for name in LLM:
+        for name in llm:
             bits = np.mean([w[name]["position_bits"] for w in entry["windows"]], axis=0)
             cells.append(" / ".join(f"{b:.2f}" for b in bits))
         lines.append(f"| {label} | {' | '.join(cells)} |")
     lines += ["", f"## Speed (bytes/s, {THREADS} torch threads, wall clock)", "",
               "| prior | encode | decode |", "|---|---|---|"]  # fmt: skip
-    for name in [*LLM, *CONTEXT]:
+    for name in [*llm, *CONTEXT]:
         runs = [w[name] for e in report["files"].values() for w in e["windows"]]
         total = sum(w["bytes"] for e in report["files"].values() for w in e["windows"])
         lines.append(f"| {name} | {total / sum(r['encode_s'] for r in runs):,.0f} | "
@@ -244,14 +271,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=list(FILES), default=DEFAULT_FILES, metavar="LABEL",
                         help=f"files (default: {', '.join(DEFAULT_FILES)}); all: {', '.join(FILES)}")
+    parser.add_argument("--llm", nargs="+", choices=LLM, default=LLM, metavar="PRIOR",
+                        help=f"LLM priors to run (default: all): {', '.join(LLM)}")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from lmgc.config import model_dtype
 
     start = time.perf_counter()
-    report = run(args.only, args.windows, args.window_bytes, args.seed)
-    report |= {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    llm_priors = [name for name in LLM if name in args.llm]
+    report = run(args.only, llm_priors, args.windows, args.window_bytes, args.seed)
+    report |= {"llm_priors": llm_priors, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "windows": args.windows,
                "window_bytes": args.window_bytes, "seed": args.seed, "dtype": model_dtype("auto", "cpu"),
                "seconds": time.perf_counter() - start}  # fmt: skip

@@ -22,7 +22,7 @@ from lmgc.errors import (
 )
 from lmgc.priors.context import ContextPrior
 from lmgc.priors.context_models import KINDS, choose_kinds, value_digits
-from lmgc.priors.hybrid import HybridPrior, HybridPriorV1
+from lmgc.priors.hybrid import HybridPrior, HybridPriorV1, HybridPriorV3
 from lmgc.priors.llm import nibbles, pack_nibbles
 from lmgc.priors.mixer import GeometricMixer
 from lmgc.testing import forge
@@ -245,9 +245,14 @@ def _hybrid_payload(prior, data: bytes) -> int:
     return sum(len(e.payload) for e in _hybrid_round_trip(prior, data)[0])
 
 
+def _fitted(llm, data: bytes) -> HybridPrior:
+    """Version 4 with the context kinds its encoder would choose for ``data``."""
+    return HybridPrior(llm, kinds=choose_kinds(value_digits(data, 4)[0]))
+
+
 def test_hybrid_round_trip_keeps_learning_across_batches(gradient_bytes):
     data = _be(gradient_bytes[:6144])
-    prior = HybridPrior(UniformNibbles())
+    prior = _fitted(UniformNibbles(), data)
     encoded, symbols, sizes = _hybrid_round_trip(prior, data)
     chunks = split_chunks(data, 512)
     shared = sum(len(e.payload) for e in encoded)
@@ -263,11 +268,35 @@ def test_hybrid_guard_codes_random_digits_at_their_4_bits(gradient_bytes):
     digit there: random bytes stay within the coder's few bytes per chunk of their size, smaller
     than version 1's, and a gradient's structured digits are still modelled."""
     noise = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
-    guarded, unguarded = (_hybrid_payload(cls(ConfidentNibbles()), noise) for cls in (HybridPrior, HybridPriorV1))
+    guarded, unguarded = (_hybrid_payload(cls(ConfidentNibbles()), noise) for cls in (HybridPriorV3, HybridPriorV1))
     assert guarded <= len(noise) + 4 * 16 and guarded < unguarded
     data = _be(gradient_bytes[:8192])
-    guarded, unguarded = (_hybrid_payload(cls(ConfidentNibbles()), data) for cls in (HybridPrior, HybridPriorV1))
+    guarded, unguarded = (_hybrid_payload(cls(ConfidentNibbles()), data) for cls in (HybridPriorV3, HybridPriorV1))
     assert guarded <= unguarded < 0.9 * len(data)
+
+
+def test_hybrid_is_never_far_behind_its_context_models_or_the_raw_bytes(gradient_bytes):
+    """Version 4 averages uniform, the context models mixed and the LLM with them. A uniform
+    stand-in LLM changes no geometric mixture, so with it the hybrid is the context models mixed;
+    a wrong LLM may cost log2(3) bits per mixing context more (16: 4 bytes), plus a byte of coder
+    rounding per chunk. Random bytes stay within the coder's bytes per chunk of their size, and
+    on a gradient it is smaller than ``--prior context`` (the same chosen kinds, plus the other
+    context models)."""
+    noise = np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes()
+    assert _fitted(ConfidentNibbles(), noise).kinds == ["raw"] * 8
+    assert _hybrid_payload(_fitted(ConfidentNibbles(), noise), noise) <= len(noise) + 4 * 16
+    data = _be(gradient_bytes[:8192])
+    wrong, uniform = (_hybrid_payload(_fitted(llm(), data), data) for llm in (ConfidentNibbles, UniformNibbles))
+    assert wrong <= uniform + 4 + len(data) // 512
+    blob = Compressor(prior="context", chunk_bytes=len(data)).compress(np.frombuffer(data, ">f4").astype("<f4"))
+    assert uniform < read_container_info(blob)["payload_bytes"]
+
+
+def test_hybrid_needs_a_context_kind_per_digit():
+    with pytest.raises(SerializationError, match="a context kind for each of the 8 digits"):
+        HybridPrior(UniformNibbles()).stream(4)
+    with pytest.raises(SerializationError, match="a context kind for each of the 8 digits"):
+        HybridPrior(UniformNibbles(), kinds=["z"] * 4).stream(4)
 
 
 def test_ties_between_kinds_go_to_the_simplest():

@@ -69,6 +69,14 @@ def test_files_from_before_engines_decode_with_the_transformers_engine(name, smo
     assert lmgc.decompress(blob).tobytes() == _golden_values().tobytes()
 
 
+def test_hybrid_version_3_files_decode(smollm2):
+    """Made by lmgc 8484fe9, whose ``--prior hybrid`` was version 3 (the guard, no chosen kinds)."""
+    blob = (GOLDEN / "sample-v2-hybrid3.lmgc").read_bytes()
+    prior = lmgc.read_container_info(blob)["header"]["prior"]
+    assert (prior["version"], "digit_contexts" in prior) == (3, False)
+    assert lmgc.decompress(blob).tobytes() == _golden_values().tobytes()
+
+
 def test_the_transformers_engine_still_codes_new_files(smollm2):
     values = _golden_values()[:4]
     prior = LLMPrior(smollm2, Serialization.parse("hex-comma-be"), threads=2, engine=TRANSFORMERS)

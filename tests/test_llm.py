@@ -225,8 +225,8 @@ def test_hybrid_refuses_a_different_model(gradient_sample, smollm2):
     forged = _edit_header(blob, lambda h: h["prior"]["llm"].update(tokenizer_sha256="0" * 64))
     with pytest.raises(ModelMismatchError, match="tokenizer sha256 differs"):
         lmgc.decompress(forged)
-    newer = _edit_header(blob, lambda h: h["prior"].update(version=4))
-    with pytest.raises(UnsupportedVersionError, match="hybrid prior version 4 is not one this lmgc decodes"):
+    newer = _edit_header(blob, lambda h: h["prior"].update(version=5))
+    with pytest.raises(UnsupportedVersionError, match="hybrid prior version 5 is not one this lmgc decodes"):
         lmgc.decompress(newer)
 
 

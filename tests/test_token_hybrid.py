@@ -185,13 +185,15 @@ def test_real_model_round_trip_records_version_2(gradient_sample, smollm2):
     assert lmgc.decompress(blob).tobytes() == data.tobytes()
 
 
-def test_the_default_hybrid_is_the_guarded_nibble_hybrid(gradient_sample, smollm2):
-    """``--prior hybrid`` is the nibble-mode hybrid (measured smaller), version 3."""
+def test_the_default_hybrid_is_the_nibble_hybrid(gradient_sample, smollm2):
+    """``--prior hybrid`` is the nibble-mode hybrid (measured smaller), version 4: it records the
+    context kinds it chose."""
     assert prior_class("hybrid") is HybridPrior and prior_class("token-hybrid") is TokenHybridPrior
     data = gradient_sample[:8]
     blob = lmgc.compress(data, prior="hybrid", chunk_bytes=16, batch_size=2)
     prior = lmgc.read_container_info(blob)["header"]["prior"]
-    assert (prior["version"], prior["llm"]["kind"]) == (3, "llm-nibble")
+    assert (prior["version"], prior["llm"]["kind"]) == (4, "llm-nibble")
+    assert len(prior["digit_contexts"]) == 8
     assert lmgc.decompress(blob).tobytes() == data.tobytes()
 
 
@@ -220,8 +222,8 @@ def test_a_valid_v2_identity_passes_the_schema(context_blob):
 
 
 @pytest.mark.parametrize("edit,error,message", [
-    (lambda p: p.update(version=4), UnsupportedVersionError,
-     r"hybrid prior version 4 is not one this lmgc decodes \(1, 2, 3\)"),
+    (lambda p: p.update(version=5), UnsupportedVersionError,
+     r"hybrid prior version 5 is not one this lmgc decodes \(1, 2, 3, 4\)"),
     (lambda p: p.update(version="2"), UnsupportedVersionError, "hybrid prior version '2'"),
     (lambda p: p.pop("version"), UnsupportedVersionError, "hybrid prior version None"),
     (lambda p: p.pop("experts"), CorruptDataError, r"hybrid prior has missing \['experts'\]"),
@@ -236,3 +238,30 @@ def test_a_valid_v2_identity_passes_the_schema(context_blob):
 def test_forged_hybrid_headers_are_refused_with_typed_errors(context_blob, edit, error, message):
     with pytest.raises(error, match=message):
         lmgc.decompress(_forged(context_blob, edit))
+
+
+V4 = {"kind": "hybrid", "version": 4, "llm": LLM | {"kind": "llm-nibble"}, "learning_rate": 0.005,
+      "digit_contexts": ["zP", "z", "zd", "raw", "raw", "raw", "raw", "z"]}  # fmt: skip
+
+
+def test_a_valid_v4_identity_passes_the_schema(context_blob):
+    forged = _forged(context_blob, lambda p: (p.clear(), p.update(copy.deepcopy(V4))))
+    assert recorded_class(unpack(forged).header.prior) is HybridPrior
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda p: p.pop("digit_contexts"), r"hybrid prior has missing \['digit_contexts'\]"),
+    (lambda p: p.update(digit_contexts=["z"] * 4), "digit_contexts must be 8 context kinds"),
+    (lambda p: p.update(digit_contexts=["z"] * 7 + ["zz"]), "digit_contexts must be 8 context kinds"),
+    (lambda p: p.update(digit_contexts="z" * 8), "digit_contexts must be 8 context kinds"),
+    (lambda p: p.update(version=3), r"unknown \['digit_contexts'\]"),
+    (lambda p: p.update(experts=["s2"]), r"unknown \['experts'\]"),
+])  # fmt: skip
+def test_forged_v4_hybrid_headers_are_refused_with_typed_errors(context_blob, edit, message):
+    def forge_v4(p):
+        p.clear()
+        p.update(copy.deepcopy(V4))
+        edit(p)
+
+    with pytest.raises(CorruptDataError, match=message):
+        lmgc.decompress(_forged(context_blob, forge_v4))

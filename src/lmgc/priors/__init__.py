@@ -12,7 +12,7 @@ from ..errors import CorruptDataError, InputError, UnsupportedVersionError
 from .base import Coded, ModelLoader, Prior
 from .cm import ContextMixingPrior, ContextMixingPriorV1
 from .context import ContextPrior
-from .hybrid import HybridPrior, HybridPriorV1
+from .hybrid import HybridPrior, HybridPriorV1, HybridPriorV3
 from .llm import LLMPrior, NibblePrior
 from .token_hybrid import TokenHybridPrior
 
@@ -20,7 +20,7 @@ __all__ = ["PRIORS", "LEVELS", "DECODE_ONLY", "Prior", "Coded", "ModelLoader", "
            "recorded_class", "LLMPrior", "NibblePrior", "TokenHybridPrior", "HybridPrior", "ContextPrior"]  # fmt: skip
 
 #: ``llm``: the paper's token mode; ``nibble``: one hex digit per LLM step; ``hybrid``: nibble
-#: mode mixed with structural context models per digit (version 3); ``token-hybrid``: token mode
+#: mode mixed with structural context models per digit (version 4); ``token-hybrid``: token mode
 #: mixed with them per token (version 2 of the same kind; measured larger, see its module);
 #: ``context``: the context models alone (no LLM).
 PRIORS: dict[str, type[Prior]] = {
@@ -31,9 +31,10 @@ PRIORS: dict[str, type[Prior]] = {
 LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior, ("context", "max"): ContextMixingPrior}
 
 #: Earlier versions of a prior: new files no longer use them, files that recorded them decode.
-#: (``hybrid`` version 1: without the guard on random digit positions; ``context-cm`` version 1:
+#: (``hybrid`` versions 1 and 3: without the encoder's chosen kinds and the averaging, version 1
+#: also without the guard on random digit positions; ``context-cm`` version 1:
 #: the context-mixing model before the plane model, the second mixer and the later bytes' model.)
-DECODE_ONLY: tuple[type[Prior], ...] = (HybridPriorV1, ContextMixingPriorV1)
+DECODE_ONLY: tuple[type[Prior], ...] = (HybridPriorV3, HybridPriorV1, ContextMixingPriorV1)
 
 
 def prior_class(name: str, level: str | None = None) -> type[Prior]:

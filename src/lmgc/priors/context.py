@@ -26,8 +26,8 @@ from ..schema import corrupt, integer, mapping
 from ..serialize import hex_digits, pack_hex_digits
 from .base import Coded, check_two_symbols_per_byte
 from .context_models import (
-    ALPHA, KINDS, N_STRUCTURED, NONE, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, CountTable, choose_kinds, digits_to_bytes,
-    kind_context, value_digits,
+    ALPHA, KINDS, N_STRUCTURED, NONE, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, CountTable, check_digit_contexts, choose_kinds,
+    digits_to_bytes, kind_context, value_digits,
 )  # fmt: skip
 
 __all__ = ["MAX_LANES", "LANE_VALUES", "FIRST_BLOCK", "MAX_BLOCK", "ContextPrior"]
@@ -36,8 +36,6 @@ MAX_LANES = 4096
 LANE_VALUES = 256  # fewest values per lane: short lanes lose the previous-value context too often
 FIRST_BLOCK = 16  # plain digits: counts are refreshed after 16, 32, 64, ... symbols
 MAX_BLOCK = 1 << 16
-
-
 
 
 @dataclass
@@ -156,10 +154,7 @@ class ContextPrior:
         if any(recorded.get(key, value) != value for key, value in legacy.items()):
             raise corrupt("context prior lane/block settings are not this lmgc's", recorded)
         integer(recorded["version"], "context prior version")
-        contexts = recorded["digit_contexts"]
-        if not isinstance(contexts, list) or len(contexts) != 2 * group or any(
-                not isinstance(k, str) or k not in KINDS for k in contexts):  # fmt: skip
-            raise corrupt(f"digit_contexts must be {2 * group} context kinds", contexts)
+        contexts = check_digit_contexts(recorded["digit_contexts"], group)
         return {"kind": cls.kind, "version": recorded["version"], "digit_contexts": contexts}
 
     @classmethod
@@ -243,7 +238,6 @@ class ContextPrior:
         planes[raw_positions] = raw.reshape(len(raw_positions), n_values)
         _code_chunk(_Stream(range_decoder(payload[raw_bytes:]), encoding=False), planes, tail, self.kinds)
         return digits_to_bytes(planes, tail)
-
 
     def _raw_positions(self) -> list[int]:
         return [p for p, kind in enumerate(self.kinds) if kind == RAW]

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..schema import corrupt
 from ..serialize import hex_digits, pack_hex_digits
 
 __all__ = [
     "ALPHA", "NONE", "N_STRUCTURED", "SEQUENTIAL_KINDS", "PLAIN_KINDS", "RAW", "KINDS", "value_digits",
-    "digits_to_bytes", "structured_context", "kind_context", "CountTable", "fit_sample", "choose_kinds",
+    "digits_to_bytes", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample",
+    "choose_kinds",
 ]  # fmt: skip
 
 ALPHA = 0.5  # Krichevsky–Trofimov prior count of every digit
@@ -70,15 +72,23 @@ def kind_context(kind: str, p: int, d1, prev, prev2, zero) -> np.ndarray:
                               prev2 if use_prev2 else NONE, zero)  # fmt: skip
 
 
+def check_digit_contexts(contexts, group: int) -> list[str]:
+    """A recorded (untrusted) choice of a context kind per digit of a value."""
+    if not isinstance(contexts, list) or len(contexts) != 2 * group or any(
+            not isinstance(k, str) or k not in KINDS for k in contexts):  # fmt: skip
+        raise corrupt(f"digit_contexts must be {2 * group} context kinds", contexts)
+    return contexts
+
+
 _ONE = np.float32(1.0)
 
 
 class CountTable:
-    """Adaptive digit counts per context. float32 integers + ALPHA: exact up to 2^24 per entry
-    and deterministic beyond (IEEE rounding), half the memory traffic of float64."""
+    """Adaptive digit counts per context. float32 integers + ``alpha``: exact up to 2^24 per
+    entry and deterministic beyond (IEEE rounding), half the memory traffic of float64."""
 
-    def __init__(self, n_contexts: int) -> None:
-        self.counts = np.full((n_contexts, 16), ALPHA, dtype=np.float32)
+    def __init__(self, n_contexts: int, alpha: float = ALPHA) -> None:
+        self.counts = np.full((n_contexts, 16), alpha, dtype=np.float32)
         self._flat = self.counts.reshape(-1)
 
     def rows(self, contexts: np.ndarray) -> np.ndarray:
