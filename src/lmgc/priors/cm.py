@@ -122,11 +122,14 @@ def raw_positions(matrix: np.ndarray, version: int = 2) -> list[int]:
     :data:`~lmgc.priors.cm_model.FULL_BYTES`) by the adaptive cost of their model, one
     probability per (exponent, bit) (:func:`_exponent_model_bits`)."""
     raw = []
+    exponent = None
     for p in range(matrix.shape[1]):
         if len(matrix) < 4096:
             break
         if version >= 2 and p >= _model().FULL_BYTES:
-            bits = _exponent_model_bits(matrix, p)
+            if exponent is None:  # as the model's ``_exponent``: the top 8 bits after the sign
+                exponent = ((matrix[:, 0].astype(np.int64) & 0x7F) << 1) | (matrix[:, 1] >> 7)
+            bits = _exponent_model_bits(matrix[:, p], exponent)
         else:
             counts = np.bincount(matrix[:, p], minlength=256)
             freq = counts[counts > 0] / len(matrix)
@@ -136,14 +139,14 @@ def raw_positions(matrix: np.ndarray, version: int = 2) -> list[int]:
     return raw if len(raw) < matrix.shape[1] else raw[1:]
 
 
-def _exponent_model_bits(matrix: np.ndarray, p: int) -> float:
-    """Estimated bits per byte of position ``p`` coded bit by bit with an adaptive probability
-    per (exponent, bit): each context's empirical entropy plus a learning cost of half a log2 of
-    its count and one bit (the Krichevsky-Trofimov bound, near what the model's counters pay)."""
-    exponent = ((matrix[:, 0].astype(np.int64) & 0x7F) << 1) | (matrix[:, 1] >> 7)
+def _exponent_model_bits(column: np.ndarray, exponent: np.ndarray) -> float:
+    """Estimated bits per byte of a byte position's ``column`` coded bit by bit with an adaptive
+    probability per (exponent, bit): each context's empirical entropy plus a learning cost of half
+    a log2 of its count and one bit (the Krichevsky-Trofimov bound, near what the model's counters
+    pay)."""
     total = 0.0
     for bit in range(8):
-        ones = (matrix[:, p] >> (7 - bit)) & 1
+        ones = (column >> (7 - bit)) & 1
         counts = np.bincount(exponent * 2 + ones, minlength=512).reshape(256, 2).astype(np.float64)
         n = counts.sum(axis=1)
         seen = n > 0
@@ -151,7 +154,7 @@ def _exponent_model_bits(matrix: np.ndarray, p: int) -> float:
             q = counts[seen] / n[seen, None]
             entropy = -np.where(q > 0, q * np.log2(q), 0.0).sum(axis=1)
         total += float((n[seen] * entropy + 0.5 * np.log2(n[seen]) + 1).sum())
-    return total / len(matrix)
+    return total / len(column)
 
 
 CFG_VERSION, CFG_CODED = 6, 7  # where the kernels' config holds the model version, coded positions
@@ -274,19 +277,18 @@ class ContextMixingPrior:
         lanes = state[4].shape[0]
         steps = int(cfg[2]) * 8 * len(coded)
         block = max(1, ENCODE_BLOCK_BITS // lanes)
-        out_p = np.empty(block * lanes, dtype=np.int64)
+        out_probs = np.empty((block * lanes, 2), dtype=np.float64)
         out_bits = np.empty(block * lanes, dtype=np.int32)
         probs = np.empty((lanes, 2), dtype=np.float64)
         encoder = range_encoder()
         position_bits = np.zeros(len(coded))
         for first in range(0, steps, block):
             stop = min(steps, first + block)
-            n = model.encode_steps(first, stop, cfg, *state, matrix, probs, out_p, out_bits)
-            p1 = out_p[:n] / 4096.0
-            encoder.encode(out_bits[:n], FAMILY, np.stack([1.0 - p1, p1], axis=1))
+            n = model.encode_steps(first, stop, cfg, *state, matrix, probs, out_probs, out_bits)
+            encoder.encode(out_bits[:n], FAMILY, out_probs[:n])
             if not stats:
                 continue
-            cost = -np.log2(np.where(out_bits[:n] == 1, p1, 1.0 - p1))
+            cost = -np.log2(out_probs[np.arange(n), out_bits[:n]])
             byte_of_step = np.arange(first, stop) % (8 * len(coded)) // 8
             byte_of_bit = np.repeat(byte_of_step, _active_counts(cfg, first, stop))
             position_bits += np.bincount(byte_of_bit, cost, minlength=len(coded))

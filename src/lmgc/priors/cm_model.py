@@ -109,8 +109,9 @@ STRETCH = _stretch_table()
 DT = np.array([16384 // (n + n + 3) for n in range(1024)], dtype=np.int64)
 
 # Per-lane state columns (int64 matrix ``lane``).
-C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2 = range(10)  # M2: second mixer's weight offset
-FV = 10  # value-level context of each model
+C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT = range(12)  # M2: second mixer's weight
+# offset; PR, WT: the mixer's probability and its weight between two APM knots
+FV = 12  # value-level context of each model
 BH = FV + N_MODELS  # hash of each model's context at the start of the byte
 SLOT = BH + N_MODELS  # table slot each model read for the current bit
 XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)
@@ -137,14 +138,25 @@ def _n_models(cfg):
     return N_MODELS if cfg[CFG_VERSION] >= 2 else N_MODELS - 1
 
 
+def _aligned(n: int, fill: int, dtype) -> np.ndarray:
+    """``np.full(n, fill, dtype)`` starting on a 64-byte cache line (numpy aligns to 16): a
+    table's 16-slot block, and a version 2 mixer's 8 weights, are then one line, not two."""
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.empty(n + 64 // itemsize, dtype=dtype)
+    start = (-buffer.ctypes.data % 64) // itemsize
+    array = buffer[start : start + n]
+    array[:] = fill
+    return array
+
+
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these (long,
     short) row strides: (tables, weights, apm1, apm2, lane, magnitude average after each value,
     strides). The second mixer's weights follow the first's."""
     version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
-    tables = np.full(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, dtype=np.uint32)
+    tables = _aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
-    weights = np.full(MAX_BITS * sets * n_in, (1 << 16) // 7, dtype=np.int64)
+    weights = _aligned(MAX_BITS * sets * n_in, (1 << 16) // 7, np.int64)
     knots = np.array([_squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
     apm1 = np.tile(knots, MAX_BITS * 256)
     apm2 = np.tile(knots, 1 << APM2_BITS[version - 1])
@@ -262,9 +274,12 @@ def _mixer_offsets(cfg, lane, j, k):
 
 @njit(cache=True)
 def _dot(lane, j, weights, w0, n_in):
+    """Inputs times weights. Unsigned indices are not wrapped (numba counts a negative one from
+    the end, element by element), so this loop and :func:`_train_mixer`'s vectorize alike and
+    the training's stores forward to the next lane's loads."""
     dot = np.int64(0)
     for i in range(n_in):
-        dot += lane[j, XS + i] * weights[w0 + i]
+        dot += lane[j, np.uint64(XS + i)] * weights[np.uint64(w0 + i)]
     return dot
 
 
@@ -280,7 +295,11 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
     active = _active(cfg, t)
     version, n_models = cfg[CFG_VERSION], _n_models(cfg)
     direct = bpos >= FULL_BYTES and version >= 2
-    # First pass: table reads only, so that the cache misses of all lanes overlap.
+    used = 0  # the models of this byte position, a bit each
+    for m in range(n_models):
+        used |= np.int64(_uses(cfg, m, bpos)) << m
+    # First the slots, then the table reads alone in a tight loop: the cache misses of many
+    # lanes are then in flight at once.
     for j in range(active):
         c0 = lane[j, C0]
         if bit == 0:
@@ -293,23 +312,17 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
             continue
         nibble = c0 if bit < 4 else (c0 & ((1 << (bit - 4)) - 1)) | (1 << (bit - 4))
         for m in range(n_models):
-            if not _uses(cfg, m, bpos):
-                lane[j, XS + m] = 0
-                continue
-            if bit == 0 or bit == 4:
-                base = _hash(lane[j, BH + m], c0 if bit == 4 else 0) & mask
-                slot = (np.int64(m) << table_bits) + base + nibble
-            else:
-                slot = (lane[j, SLOT + m] & ~np.int64(15)) + nibble
-            lane[j, SLOT + m] = slot
-            lane[j, XS + m] = STRETCH[tables[slot] >> 20]
+            if (used >> m) & 1:
+                if bit == 0 or bit == 4:
+                    base = _hash(lane[j, BH + m], c0 if bit == 4 else 0) & mask
+                    lane[j, SLOT + m] = (np.int64(m) << table_bits) + base + nibble
+                else:
+                    lane[j, SLOT + m] = (lane[j, SLOT + m] & ~np.int64(15)) + nibble
+    for j in range(0 if direct else active):
+        for m in range(n_models):
+            lane[j, XS + m] = STRETCH[tables[lane[j, SLOT + m]] >> 20] if (used >> m) & 1 else 0
     apm2_mask = (np.int64(1) << APM2_BITS[version - 1]) - 1
-    for j in range(active):
-        if direct:
-            p = min(4095, max(1, np.int64(tables[lane[j, SLOT + ORDER0]] >> 20)))
-            probs[j, 1] = p / 4096.0
-            probs[j, 0] = (4096 - p) / 4096.0
-            continue
+    for j in range(0 if direct else active):  # the mixers, then (below) the APMs' reads alone
         c0 = lane[j, C0]
         lane[j, XS + n_models] = 256
         first, second = _mixer_offsets(cfg, lane, j, k)
@@ -318,12 +331,21 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
             dot = (dot + _dot(lane, j, weights, second, n_models + 1)) >> 1
         pr = _squash(dot >> 16)
         s = STRETCH[pr] + 2048
-        lo, wt = s >> 7, s & 127
-        base1 = (k * 256 + c0) * 33 + lo
+        lane[j, PR], lane[j, WT] = pr, s & 127
+        lane[j, A1] = (k * 256 + c0) * 33 + (s >> 7)
+        if bpos < FULL_BYTES:
+            lane[j, A2] = (_hash(lane[j, H1], k * 256 + c0) & apm2_mask) * 33 + (s >> 7)
+    for j in range(active):
+        if direct:
+            p = min(4095, max(1, np.int64(tables[lane[j, SLOT + ORDER0]] >> 20)))
+            probs[j, 1] = p / 4096.0
+            probs[j, 0] = (4096 - p) / 4096.0
+            continue
+        pr, wt, base1 = lane[j, PR], lane[j, WT], lane[j, A1]
         p1 = (apm1[base1] * (128 - wt) + apm1[base1 + 1] * wt) >> 11
         lane[j, A1] = base1 + (wt >> 6)
         if bpos < FULL_BYTES:
-            base2 = (_hash(lane[j, H1], k * 256 + c0) & apm2_mask) * 33 + lo
+            base2 = lane[j, A2]
             p2 = (apm2[base2] * (128 - wt) + apm2[base2 + 1] * wt) >> 11
             lane[j, A2] = base2 + (wt >> 6)
             p = (pr + p1 + 2 * p2 + 2) >> 2
@@ -356,7 +378,7 @@ def _train_mixer(lane, j, weights, w0, n_in, y):
     this step have moved them): sequential SGD, not one step summed over all lanes."""
     err = (y << 12) - _squash(_dot(lane, j, weights, w0, n_in) >> 16)
     for i in range(n_in):
-        weights[w0 + i] += (lane[j, XS + i] * err) >> MIXER_SHIFT
+        weights[np.uint64(w0 + i)] += (lane[j, np.uint64(XS + i)] * err) >> MIXER_SHIFT
 
 
 @njit(cache=True)
@@ -432,17 +454,17 @@ def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, b
 
 @njit(cache=True)
 def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs,
-                 out_p, out_bits):  # fmt: skip
+                 out_probs, out_bits):  # fmt: skip
     """Steps ``first ... stop - 1`` as the decoder runs them; writes each coded bit's
-    12-bit probability of a one and the bit, in coding order. Returns how many."""
+    probabilities (the rows of ``probs`` the decoder hands the coder) and the bit, in coding
+    order. Returns how many."""
     n = 0
     bits = np.empty(lane.shape[0], dtype=np.int32)
     for step in range(first, stop):
         predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs)
         active = _step_bits(step, cfg, vals, bits)
-        for j in range(active):
-            out_p[n] = np.int64(probs[j, 1] * 4096.0)
-            out_bits[n] = bits[j]
-            n += 1
+        out_probs[n : n + active] = probs[:active]
+        out_bits[n : n + active] = bits[:active]
+        n += active
         update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits)
     return n
