@@ -76,12 +76,16 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
     values = np.frombuffer(b"".join(t.data for t in grads.tensors if t.dtype == "float32"), "<f4")
     chunked = lmgc.compress(sample, prior="context", chunk_bytes=512)
 
-    def as_llm(model: str) -> bytes:
+    def as_llm(model: str, hybrid: bool = False) -> bytes:
+        """The context file relabelled as an LLM file (or a hybrid version-4 one) of ``model``."""
         header = unpack(chunked).header
         fields = copy.deepcopy(header.fields)
-        fields["prior"] = {"kind": "llm", "model": model, "weights_sha256": "ab" * 32,
+        fields["prior"] = {"kind": "llm-nibble" if hybrid else "llm", "model": model, "weights_sha256": "ab" * 32,
                            "tokenizer_sha256": "cd" * 32, "dtype": "float32", "device": "cpu",
                            "threads": 2}  # fmt: skip
+        if hybrid:
+            fields["prior"] = {"kind": "hybrid", "version": 4, "llm": fields["prior"], "learning_rate": 0.005,
+                               "digit_contexts": ["zP", "z", "zd", "raw", "raw", "raw", "raw", "z"]}  # fmt: skip
         fields["environment"] = environment("cpu")
         counts = [2 * header.chunk_size(i) for i in range(header.n_chunks)]
         return forge(chunked, fields, n_symbols=counts)
@@ -105,6 +109,7 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         "context --level max model version 1 (golden)": ((GOLDEN / "sample-v2-cm1.lmgc").read_bytes(), True),
         "LLM file naming smollm2-135m": (as_llm("smollm2-135m"), True),
         "LLM file naming a hub id": (as_llm("some-org/some-model"), True),
+        "hybrid v4 file naming smollm2-135m": (as_llm("smollm2-135m", hybrid=True), True),
     }
 
 
