@@ -46,6 +46,8 @@ FILES = {
                                "lmgc collect --arch vgg16 --width 32 --dataset mnist --steps 2 --every 1"),
     "ResNet-18 MNIST step 5": ("benchmarks/data/resnet18_mnist/grad_step000005.safetensors",
                                "lmgc collect --arch resnet18 --dataset mnist --steps 6 --every 5"),
+    "ViT F-MNIST step 10": ("benchmarks/data/vit_fmnist/grad_step000010.safetensors",
+                            "lmgc collect --arch vit --dataset fashion-mnist --steps 11 --every 10"),
     "ConvNet-128 init weights": ("benchmarks/data/convnet_w128_init_weights.safetensors",
                                  "torch.manual_seed(0); build_model('convnet', 1, 10, 28, 128) state dict"),
 }  # fmt: skip
