@@ -107,6 +107,7 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         "context + lossy quant:8": (lmgc.compress(sample, prior="context", lossy="quant:8"), True),
         "version 1 golden (context)": ((GOLDEN / "sample-v1-context.lmgc").read_bytes(), False),
         "context --level max model version 1 (golden)": ((GOLDEN / "sample-v2-cm1.lmgc").read_bytes(), True),
+        "context --level max model version 2 (golden)": ((GOLDEN / "sample-v2-cm2.lmgc").read_bytes(), True),
         "LLM file naming smollm2-135m": (as_llm("smollm2-135m"), True),
         "LLM file naming a hub id": (as_llm("some-org/some-model"), True),
         "hybrid v4 file naming smollm2-135m": (as_llm("smollm2-135m", hybrid=True), True),

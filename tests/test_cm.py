@@ -17,7 +17,8 @@ import lmgc
 from lmgc.api import read_container_info
 from lmgc.errors import CorruptDataError, LmgcError, SerializationError, UnsupportedVersionError
 from lmgc.priors import LEVELS, prior_class, recorded_class
-from lmgc.priors.cm import STRIDES, ContextMixingPrior, ContextMixingPriorV1, choose_strides, raw_positions
+from lmgc.priors.cm import STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, choose_strides, raw_positions
+from lmgc.priors.cm_layout import choose_fit_strides
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
@@ -40,19 +41,23 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert ContextMixingPrior.version == 2
-    assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPrior
+    assert ContextMixingPrior.version == 3
+    assert recorded_class({"kind": "context-cm", "version": 3}) is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPriorV2
     assert recorded_class({"kind": "context-cm", "version": 1}) is ContextMixingPriorV1
-    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 3 is not one this lmgc decodes"):
-        recorded_class({"kind": "context-cm", "version": 3})
+    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 4 is not one this lmgc decodes"):
+        recorded_class({"kind": "context-cm", "version": 4})
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
 
 
-def test_version_1_files_still_decode() -> None:
-    """Made by lmgc 134889c (``--level max`` before the plane model, the second mixer and the
-    later bytes' model) from the first 8192 values of the ConvNet fixture, tensors by name."""
-    blob = (GOLDEN / "sample-v2-cm1.lmgc").read_bytes()
-    assert read_container_info(blob)["header"]["prior"] == {"kind": "context-cm", "version": 1, "raw_positions": []}
+@pytest.mark.parametrize("version", [1, 2])
+def test_earlier_versions_files_still_decode(version: int) -> None:
+    """Made from the first 8192 values of the ConvNet fixture, tensors by name: version 1 by
+    lmgc 134889c (before the plane model, the second mixer and the later bytes' model),
+    version 2 by lmgc ff336d4 (before the best-row model)."""
+    blob = (GOLDEN / f"sample-v2-cm{version}.lmgc").read_bytes()
+    identity = {"kind": "context-cm", "version": version, "raw_positions": [[], [2]][version - 1]}
+    assert read_container_info(blob)["header"]["prior"] == identity
     expected = np.concatenate([v.ravel() for _, v in sorted(_fixture().items())])[:8192]
     assert lmgc.decompress(blob).tobytes() == expected.tobytes()
 
@@ -63,7 +68,7 @@ def _fixture() -> dict:
     return load_file(Path(__file__).parent / "data" / "gradients" / "convnet_w32_mnist" / "grad_step000050.safetensors")
 
 
-@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV1])
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV2, ContextMixingPriorV1])
 def test_each_version_round_trips_what_it_encodes(prior) -> None:
     data = gradient_like(9000, seed=4, zeros=0.1).astype(">f4").tobytes() + b"\x07"
     coder = prior().fit(data, 4)
@@ -77,12 +82,12 @@ def test_version_2_codes_the_low_bits_an_exponent_leaves_zero() -> None:
     bit on the exponent."""
     x = (np.random.default_rng(0).random(20000, dtype=np.float32) * 2 - 1).astype(">f4").tobytes()
     sizes = {}
-    for prior in (ContextMixingPriorV1, ContextMixingPrior):
+    for prior in (ContextMixingPriorV1, ContextMixingPriorV2):
         coder = prior().fit(x, 4)
         payload, bits = coder.encode_chunk(x, 4, stats=True)
         sizes[prior.version] = len(payload)
         assert coder.decode_chunk(payload, len(x), 4) == x
-    assert 3 not in ContextMixingPrior().fit(x, 4).raw and bits[-1] / 20000 < 7.5
+    assert 3 not in ContextMixingPriorV2().fit(x, 4).raw and bits[-1] / 20000 < 7.5
     assert sizes[2] < 0.98 * sizes[1]
 
 
@@ -124,18 +129,52 @@ def test_encoder_chooses_raw_positions_and_row_strides() -> None:
     assert set(strides[1:, 0].tolist()) == {_stride_index(64)} and (strides[:, 1] >= 1).all()
 
 
+def row_families(n_rows: int, width: int, seed: int = 0) -> np.ndarray:
+    """A gradient of a few outer products whose rows fall into three families: each row is one
+    family's pattern, sign-flipped or not, scaled, plus a little noise (as a ViT's are)."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.standard_normal((3, width)) * np.exp(rng.standard_normal((3, width)))
+    family, flip = rng.integers(0, 3, n_rows), rng.choice([-1.0, 1.0], n_rows)
+    scale = np.exp(rng.standard_normal(n_rows))[:, None] * 1e-4
+    noise = 0.2 * rng.standard_normal((n_rows, width))
+    return ((patterns[family] * flip[:, None] + noise) * scale).astype(np.float32)
+
+
+def test_version_3_follows_the_best_fitting_earlier_row() -> None:
+    """Rows repeating one of three families (not the row just above): the encoder finds the
+    row length, and version 3's best-row model codes the signs and exponents far smaller."""
+    x = row_families(1280, 64).astype(">f4").tobytes()  # lanes of 640 values: 10 rows each
+    matrix = np.frombuffer(x, np.uint8).reshape(-1, 4)
+    assert set(choose_fit_strides(matrix).tolist()) == {_stride_index(64)}
+    sizes = {}
+    for prior in (ContextMixingPriorV2, ContextMixingPrior):
+        coder = prior().fit(x, 4)
+        payload, bits = coder.encode_chunk(x, 4, stats=True)
+        assert coder.decode_chunk(payload, len(x), 4) == x
+        sizes[prior.version] = bits[0] / len(matrix)
+    assert sizes[3] < sizes[2] - 0.3, sizes  # bits per value at the sign/exponent byte
+
+
+def test_fit_strides_need_room_and_structure() -> None:
+    """No row length where a lane holds no earlier row, or where signs agree with no row."""
+    short = np.frombuffer(row_families(2, 64).astype(">f4").tobytes(), np.uint8).reshape(-1, 4)
+    assert choose_fit_strides(short).tolist() == [0]
+    zeros = np.zeros((20000, 4), dtype=np.uint8)
+    assert choose_fit_strides(zeros).tolist() == [0] * 5
+
+
 def _stride_index(stride: int) -> int:
     return STRIDES.index(stride) + 1
 
 
 def test_identity_schema_rejects_anything_off() -> None:
-    good = {"kind": "context-cm", "version": 2, "raw_positions": [2]}
+    good = {"kind": "context-cm", "version": 3, "raw_positions": [2]}
     assert ContextMixingPrior.check_identity(good, 4) == good
     assert ContextMixingPriorV1.check_identity({**good, "version": 1}, 4) == {**good, "version": 1}
     bad = [
         ({**good, "extra": 1}, "unknown \\['extra'\\]"),
         ({"kind": "context-cm", "version": 2}, "missing \\['raw_positions'\\]"),
-        ({**good, "version": 1}, "version must be 2"),
+        ({**good, "version": 2}, "version must be 3"),
         ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
         ({**good, "raw_positions": [4]}, "raw_positions"),
         ({**good, "raw_positions": [2, 1]}, "raw_positions"),
@@ -160,7 +199,7 @@ def test_bad_settings_are_typed_errors() -> None:
 
 
 def test_describe_names_the_level_and_raw_positions() -> None:
-    lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 2, "raw_positions": [2, 3]})
+    lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 3, "raw_positions": [2, 3]})
     assert lines == [("prior", "context mixing (level max), byte positions stored raw: 2, 3")]
 
 
@@ -226,12 +265,15 @@ def test_corrupt_payloads_end_in_an_error_or_wrong_bytes_quickly() -> None:
         assert time.perf_counter() - start < 10
 
 
-def test_bad_stride_index_is_a_corrupt_data_error() -> None:
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV2])
+def test_bad_stride_index_is_a_corrupt_data_error(prior) -> None:
     data = gradient_like(500).astype(">f4").tobytes()
-    payload = ContextMixingPrior([]).encode_chunk(data, 4)[0]
-    for prefix in (b"\xff\x01", b"\x00\x00"):  # a long stride past the list; no short stride
+    payload = prior([]).encode_chunk(data, 4)[0]
+    columns = 3 if prior.version >= 3 else 2  # (long, short[, fitted row]) per block
+    # a long stride past the list; no short stride; (version 3) a row length past the list
+    for prefix in (b"\xff\x01\x00", b"\x00\x00\x00", b"\x00\x01\x22")[: columns]:
         with pytest.raises(CorruptDataError, match="names a stride out of 1...33"):
-            ContextMixingPrior([]).decode_chunk(prefix + payload[2:], len(data), 4)
+            prior([]).decode_chunk(prefix[:columns] + payload[columns:], len(data), 4)
 
 
 def test_corrupt_file_is_caught_by_the_container() -> None:

@@ -1,24 +1,24 @@
 """``--prior context --level max``: a context-mixing codec for float tensors (PAQ/lpaq style).
 
 Each value is coded bit by bit, most significant first, in the serialization's byte order
-(sign/exponent byte first by default). The model (:mod:`lmgc.priors.cm_model`) mixes seven
+(sign/exponent byte first by default). The model (:mod:`lmgc.priors.cm_model`) mixes eight
 context models per bit of the leading bytes: the value's own earlier bytes; the heads (sign,
 exponent, top mantissa bits) of the previous value and of the value a short stride back; fast
 and slow running magnitudes; the value one *row* (a long stride) back; zero runs, signs and the
 place in a 3x3 kernel; the running magnitude a row back; the magnitude and sign that the row,
-the short stride and their corner predict (a gradient is near rank one per tap). The later,
-near-random mantissa bytes are coded with one probability per exponent and bit. All of it is
-integer arithmetic compiled with numba, so both sides compute the same probabilities on any
-machine; constriction codes the bits. Version 1 files (six models) still decode
-(:class:`ContextMixingPriorV1`).
+the short stride and their corner predict (a gradient is near rank one per tap); the sign and
+magnitude of the best-fitting of the last 32 rows (a gradient's rows fall into families). The
+later, near-random mantissa bytes are coded with one probability per exponent and bit. All of
+it is integer arithmetic compiled with numba, so both sides compute the same probabilities on
+any machine; constriction codes the bits. Version 1 and 2 files still decode
+(:class:`ContextMixingPriorV1`, :class:`ContextMixingPriorV2`).
 
 The encoder chooses the byte positions stored raw per input (those whose bytes are nearly
 uniform: an adaptive model only adds its learning cost there, and each raw byte saves the
-decoder eight steps; recorded in the identity) and, per block of 4096 values, a long and a short
-stride among candidates (:func:`choose_strides`: a tensor's rows, conv kernels and channels show
-up as strides; stored in the chunk's payload, two bytes per block). Each chunk is coded in lanes
-(see :mod:`~lmgc.priors.cm_model`): the decoder makes one numba call and one constriction call
-per step, for all lanes at once.
+decoder eight steps; recorded in the identity) and, per block of 4096 values, a long and a
+short stride and a row length (:mod:`lmgc.priors.cm_layout`; stored in the chunk's payload,
+three bytes per block). Each chunk is coded in lanes (see :mod:`~lmgc.priors.cm_model`): the
+decoder makes one numba call and one constriction call per step, for all lanes at once.
 
 >>> import numpy as np, lmgc
 >>> x = (np.random.default_rng(0).standard_normal(4096) * 1e-3).astype(np.float32)
@@ -38,19 +38,10 @@ from ..coder import FAMILY, payload_bytes, range_decoder, range_encoder
 from ..errors import CorruptDataError, SerializationError
 from ..schema import corrupt, mapping
 from .base import Coded
+from .cm_layout import BLOCK_BITS, STRIDES, choose_fit_strides, choose_strides, lane_layout
 
-__all__ = ["STRIDES", "ContextMixingPrior", "ContextMixingPriorV1", "choose_strides", "lane_layout", "raw_positions"]
+__all__ = ["STRIDES", "ContextMixingPrior", "ContextMixingPriorV1", "ContextMixingPriorV2", "choose_strides", "lane_layout", "raw_positions"]
 
-MAX_LANES = 512  # a decoder step's two calls cost ~4 us: 512 lanes' bits amortize them
-LANE_VALUES = 128  # fewest values per lane: each lane starts without history
-MIN_LANES = 128  # a step with fewer lanes spends more on calls than on the model
-LONG_LANE = 1024  # values per lane where there are enough: long rows (strides) fit in a lane
-#: Row strides the encoder tries: powers of two, conv kernel sizes (3x3 -> 9) and kernel sizes
-#: times channel counts (a conv weight gradient's in-channel repeats every 9 * in_channels).
-STRIDES = (2, 3, 4, 5, 7, 8, 9, 16, 25, 27, 32, 49, 64, 75, 96, 128, 144, 192, 256, 288, 384,
-           512, 576, 768, 784, 1024, 1152, 2048, 2304, 4096, 4608, 8192, 9216)  # fmt: skip
-SHORT = 64  # strides below this are "short" (within a kernel or a few channels)
-BLOCK_BITS = 12  # values per block of one row stride: 4096 (the kernels read it from here)
 RAW_ENTROPY = 7.99  # bits per byte from which a byte position is stored raw
 ENCODE_BLOCK_BITS = 1 << 20  # bits per constriction call when encoding
 
@@ -62,57 +53,10 @@ def _model():
     return cm_model
 
 
-def lane_layout(n_values: int) -> tuple[int, int]:
-    """(lanes, values per lane) for a chunk of ``n_values`` values (part of the format): lanes
-    of :data:`LONG_LANE` values (long rows fit in them), but at least :data:`MIN_LANES` lanes
-    of :data:`LANE_VALUES` or more values (a decoder step must have some work) and at most
-    :data:`MAX_LANES`."""
-    lanes = max(1, min(MAX_LANES, max(n_values // LONG_LANE, min(MIN_LANES, n_values // LANE_VALUES))))
-    return lanes, -(-n_values // lanes) if n_values else 0
-
-
 def table_bits(n_bytes: int, version: int) -> int:
     """log2 of each model's table size: about two slots per coded bit, from 4096 slots to 1 M
     (version 1) or 4 M (version 2: measured 0.2 point smaller on a 15 MB VGG-16 gradient)."""
     return min(20 if version == 1 else 22, max(12, (4 * n_bytes).bit_length()))
-
-
-def _heads(matrix: np.ndarray) -> np.ndarray:
-    """Top 12 bits of each value (as :func:`lmgc.priors.cm_model._head`)."""
-    if matrix.shape[1] == 1:
-        return matrix[:, 0].astype(np.int64)
-    return (matrix[:, 0].astype(np.int64) << 4) | (matrix[:, 1] >> 4)
-
-
-def _block_distance(mags: np.ndarray, stride: int, starts: np.ndarray) -> np.ndarray:
-    distance = np.full(len(mags), 2048, dtype=np.int64)
-    distance[stride:] = np.abs(mags[stride:] - mags[:-stride])
-    return np.add.reduceat(distance, starts)
-
-
-def choose_strides(matrix: np.ndarray) -> np.ndarray:
-    """Per block of ``2**BLOCK_BITS`` values, two indices into ``(0, *STRIDES)``: the long row
-    stride (at least :data:`SHORT` values) and the short one, each the candidate whose value is
-    closest in magnitude to the value it predicts (mean absolute difference of the 12-bit heads
-    without sign); the long one only where closer than the previous value (else 0: none)."""
-    mags = _heads(matrix) & 0x7FF
-    n, block = len(mags), 1 << BLOCK_BITS
-    n_blocks = -(-n // block)
-    _, lane_len = lane_layout(n)
-    starts = np.arange(n_blocks) * block
-    best = np.zeros((n_blocks, 2), dtype=np.int64)
-    best[:, 1] = 1  # stride 2: the value before the previous one
-    best_distance = np.full((n_blocks, 2), np.inf)
-    for index, stride in enumerate(STRIDES, start=1):
-        if stride == SHORT:  # a long stride must beat the previous value, else none is used
-            best_distance[:, 0] = _block_distance(mags, 1, starts) * 0.98
-        if stride >= min(lane_len, n):
-            break
-        distance = _block_distance(mags, stride, starts)
-        column = int(stride < SHORT)
-        better = distance < best_distance[:, column]
-        best[better, column], best_distance[better, column] = index, distance[better]
-    return best
 
 
 def raw_positions(matrix: np.ndarray, version: int = 2) -> list[int]:
@@ -186,7 +130,7 @@ class ContextMixingPrior:
 
     name = "context"
     kind = "context-cm"
-    version = 2
+    version = 3
     default_chunk_bytes = 64 << 20  # the most a header allows: the model learns across a chunk
 
     def __init__(self, raw: list[int] | None = None) -> None:
@@ -266,13 +210,15 @@ class ContextMixingPrior:
                      stats: bool = False) -> tuple[bytes, np.ndarray | None]:  # fmt: skip
         """(payload, with ``stats`` the ideal code length in bits of each coded byte position).
 
-        Payload: two stride indices per block of values, the raw byte positions of every value,
+        Payload: two stride indices per block of values (three from version 3), the raw byte positions of every value,
         the bytes of a trailing partial value, then the range coder's words."""
         model = _model()
         matrix, tail = _matrix(data, group)
         coded = self._coded(group)
         cfg = _config(len(matrix), group, coded, len(data), self.version)
         stride_index = choose_strides(matrix)
+        if self.version >= 3:
+            stride_index = np.c_[stride_index, choose_fit_strides(matrix)]
         state = model.new_state(cfg, np.array((0, *STRIDES))[stride_index])
         lanes = state[4].shape[0]
         steps = int(cfg[2]) * 8 * len(coded)
@@ -299,15 +245,16 @@ class ContextMixingPrior:
         model = _model()
         n_values = n_bytes // group
         n_blocks = -(-n_values // (1 << BLOCK_BITS))
-        raw_end = 2 * n_blocks + n_values * len(self.raw)
+        columns = 3 if self.version >= 3 else 2
+        raw_end = columns * n_blocks + n_values * len(self.raw)
         prefix_size = raw_end + n_bytes % group
         if len(payload) < prefix_size:
             raise CorruptDataError("chunk payload is shorter than its stride indices and raw bytes")
-        stride_index = np.frombuffer(payload, np.uint8, 2 * n_blocks).reshape(n_blocks, 2)
+        stride_index = np.frombuffer(payload, np.uint8, columns * n_blocks).reshape(n_blocks, columns)
         if n_blocks and (int(stride_index.max()) > len(STRIDES) or int(stride_index[:, 1].min()) == 0):
             raise CorruptDataError(f"chunk payload names a stride out of 1...{len(STRIDES)}")
         matrix = np.zeros((n_values, group), dtype=np.uint8)
-        raw = np.frombuffer(payload[2 * n_blocks : raw_end], np.uint8)
+        raw = np.frombuffer(payload[columns * n_blocks : raw_end], np.uint8)
         matrix[:, self.raw] = raw.reshape(n_values, len(self.raw))
         decoder = range_decoder(payload[prefix_size:])
         coded = self._coded(group)
@@ -328,9 +275,15 @@ class ContextMixingPrior:
         return matrix.tobytes() + payload[raw_end:prefix_size]
 
 
-class ContextMixingPriorV1(ContextMixingPrior):
-    """Version 1 of the model (see :mod:`~lmgc.priors.cm_model`): its files decode
+class ContextMixingPriorV2(ContextMixingPrior):
+    """Version 2 of the model (see :mod:`~lmgc.priors.cm_model`): its files decode
     (:data:`lmgc.priors.DECODE_ONLY`); it encodes only when built directly."""
+
+    version = 2
+
+
+class ContextMixingPriorV1(ContextMixingPrior):
+    """Version 1 of the model, decode-only like version 2."""
 
     version = 1
 

@@ -22,6 +22,11 @@ that files of every version decode:
   coded straight from one adaptive probability per (byte, exponent, bit): no mixer or APM, whose
   own learning noise costs more than the bytes hold (measured: 8.01 bits per byte with them,
   7.985 without, on initial weights).
+- version 3: an eighth model, the *best row* (:mod:`lmgc.priors.cm_rows`): the sign and
+  magnitude predicted by whichever of the last 32 rows (of a row length the encoder chooses per
+  block) has lately agreed best in sign, flips included. A ViT's gradient rows fall into a few
+  families that the row just above often does not share (measured on a Fashion-MNIST ViT
+  gradient: 2.47 -> 1.37 bits per value at the sign/exponent byte, 7.81 -> 7.36 at the next).
 
 Values are coded in *lanes* (contiguous runs of values advancing in lockstep, one bit of every
 lane per step): :func:`predict` gives the probabilities of one step's bits from the state as it
@@ -37,7 +42,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .cm import BLOCK_BITS, CFG_CODED, CFG_VERSION
+from .cm import CFG_CODED, CFG_VERSION
+from .cm_arith import STRETCH, aligned, head, mix_hash, squash, train_apm, train_counter
+from .cm_layout import BLOCK_BITS
+from .cm_rows import ROW_CANDIDATES, best_row_context, fit_rows
 
 __all__ = ["MODELS", "N_MODELS", "advance", "encode_steps", "new_state", "predict", "update"]
 
@@ -52,8 +60,10 @@ MODELS = (
     "zeros",  # zero run, signs of the 3 previous values, coarse previous head, place in a kernel
     "row-magnitude",  # running magnitude a row back and here
     "plane",  # version 2: magnitude and sign the row, short stride and their corner predict
+    "best-row",  # version 3: sign and magnitude of the best-fitting of the last rows
 )
-N_MODELS = len(MODELS)  # version 2; version 1 has the first six
+N_MODELS = len(MODELS)  # version 3
+MODELS_OF_VERSION = (6, 7, 8)  # the first so many models are a version's
 N_IN = N_MODELS + 1  # the most mixer inputs: the models plus a constant bias input
 FULL_BYTES = 2  # leading bytes of a value seen by every model and both APMs (sign, exponent)
 #: The models of the later (mantissa) bytes: near-random, they pay for few (more measured no
@@ -65,48 +75,13 @@ MAX_BITS = 64  # bits of a value (group of up to 8 bytes)
 MIXER_SETS = 12  # weight sets per bit: 8 zero-run buckets, or whether the row and short-stride
 # values are zero (or absent)
 MAGNITUDE_SETS = 256  # version 2's second mixer: a weight set per bit and running exponent
-APM2_BITS = (10, 14)  # log2 of the second APM's contexts, by version
-LIMIT, ORDER0_LIMIT = (255, 1023), 1023  # count limits: of the models by version, of order 0
+APM2_BITS = (10, 14, 14)  # log2 of the second APM's contexts, by version
+LIMIT, ORDER0_LIMIT = (255, 1023, 1023), 1023  # count limits: of the models by version, of order 0
 MIXER_SHIFT = 13  # learning rate of the mixer: delta w = x * err >> MIXER_SHIFT
-APM_RATE = 7
 NONE = 4096  # an absent earlier value's 12-bit head
 #: Values per 3x3 conv kernel: a conv gradient's border taps differ from its centre in magnitude
 #: and in how often they are zero, so the place in a kernel (index mod 9) is a context.
 KERNEL = 9
-
-#: lpaq's squash knots: 4096 / (1 + e^-x) at x = -8 ... 8 in steps of 1/2 (interpolated).
-SQUASH_KNOTS = np.array([1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
-                         2549, 2994, 3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085,
-                         4089, 4092, 4093, 4094], dtype=np.int64)  # fmt: skip
-
-
-@njit(cache=True)
-def _squash(d):
-    """4096 / (1 + e^(-d/256)) in integers, d clamped to [-2047, 2047]."""
-    if d > 2047:
-        return 4095
-    if d < -2047:
-        return 1
-    w = d & 127
-    i = (d >> 7) + 16
-    return (SQUASH_KNOTS[i] * (128 - w) + SQUASH_KNOTS[i + 1] * w + 64) >> 7
-
-
-def _stretch_table() -> np.ndarray:
-    """Inverse of squash: ``STRETCH[p] = ln(p / (1 - p))`` in the same units (lpaq's table)."""
-    table = np.empty(4096, dtype=np.int64)
-    pi = 0
-    for x in range(-2047, 2048):
-        v = int(_squash(x))
-        table[pi : v + 1] = x
-        pi = v + 1
-    table[pi:] = 2047
-    return table
-
-
-STRETCH = _stretch_table()
-#: Counter step sizes: 1/(n + 1.5) in 2^15 units (lpaq's StateMap).
-DT = np.array([16384 // (n + n + 3) for n in range(1024)], dtype=np.int64)
 
 # Per-lane state columns (int64 matrix ``lane``).
 C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT = range(12)  # M2: second mixer's weight
@@ -117,61 +92,37 @@ SLOT = BH + N_MODELS  # table slot each model read for the current bit
 XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)
 LANE_FIELDS = XS + N_IN
 
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xD6E8FEB86659FD93)
-_S32 = np.uint64(32)
-_MASK32 = np.uint64(0xFFFFFFFF)
-
-
-@njit(cache=True)
-def _hash(a, b):
-    """A 32-bit hash of two non-negative integers (uint64 arithmetic wraps the same everywhere)."""
-    x = np.uint64(a) * _M1 + np.uint64(b)
-    x ^= x >> _S32
-    x *= _M2
-    x ^= x >> _S32
-    return np.int64(x & _MASK32)
-
-
 @njit(cache=True)
 def _n_models(cfg):
-    return N_MODELS if cfg[CFG_VERSION] >= 2 else N_MODELS - 1
+    return _of_version(MODELS_OF_VERSION, cfg[CFG_VERSION])
 
 
-def _aligned(n: int, fill: int, dtype) -> np.ndarray:
-    """``np.full(n, fill, dtype)`` starting on a 64-byte cache line (numpy aligns to 16): a
-    table's 16-slot block, and a version 2 mixer's 8 weights, are then one line, not two."""
-    itemsize = np.dtype(dtype).itemsize
-    buffer = np.empty(n + 64 // itemsize, dtype=dtype)
-    start = (-buffer.ctypes.data % 64) // itemsize
-    array = buffer[start : start + n]
-    array[:] = fill
-    return array
+@njit(cache=True)
+def _of_version(rule, version):
+    """``rule[version - 1]`` by comparisons: numba's indexing of a tuple by a runtime value
+    keeps the loops that use it from being vectorized (measured: half the speed)."""
+    return rule[0] if version == 1 else (rule[1] if version == 2 else rule[2])
 
 
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these (long,
     short) row strides: (tables, weights, apm1, apm2, lane, magnitude average after each value,
-    strides). The second mixer's weights follow the first's."""
+    each lane's fit of each candidate row (:func:`_best_row_context`), strides). The second
+    mixer's weights follow the first's."""
     version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
-    tables = _aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
+    tables = aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
-    weights = _aligned(MAX_BITS * sets * n_in, (1 << 16) // 7, np.int64)
-    knots = np.array([_squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
+    weights = aligned(MAX_BITS * sets * n_in, (1 << 16) // 7, np.int64)
+    knots = np.array([squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
     apm1 = np.tile(knots, MAX_BITS * 256)
     apm2 = np.tile(knots, 1 << APM2_BITS[version - 1])
     lane = np.zeros((max(1, int(cfg[3])), LANE_FIELDS), dtype=np.int64)
     lane[:, C0] = 1
     emas = np.zeros(max(1, int(cfg[1])), dtype=np.int32)
-    return tables, weights, apm1, apm2, lane, emas, strides.astype(np.int64)
-
-
-@njit(cache=True)
-def _head(vals, r):
-    """The top 12 bits of value ``r``: sign, exponent and top mantissa bits of a float."""
-    if vals.shape[1] == 1:
-        return np.int64(vals[r, 0])
-    return (np.int64(vals[r, 0]) << 4) | (np.int64(vals[r, 1]) >> 4)
+    fits = np.zeros((lane.shape[0], ROW_CANDIDATES, 2), dtype=np.int64)
+    columns = np.zeros((len(strides), 3), dtype=np.int64)  # (long, short, fitted row): see cm
+    columns[:, : strides.shape[1]] = strides
+    return tables, weights, apm1, apm2, lane, emas, fits, columns
 
 
 @njit(cache=True)
@@ -182,14 +133,14 @@ def _active(cfg, t):
 
 
 @njit(cache=True)
-def _value_contexts(cfg, vals, lane, emas, strides, j, r, t):
+def _value_contexts(cfg, vals, lane, emas, fits, strides, j, r, t):
     """The value-level context of each model from earlier values of lane ``j`` (row ``r``)."""
-    h1 = _head(vals, r - 1) if t >= 1 else NONE
-    h2 = _head(vals, r - 2) if t >= 2 else NONE
-    h3 = _head(vals, r - 3) if t >= 3 else NONE
+    h1 = head(vals, r - 1) if t >= 1 else NONE
+    h2 = head(vals, r - 2) if t >= 2 else NONE
+    h3 = head(vals, r - 3) if t >= 3 else NONE
     stride, short = strides[r >> BLOCK_BITS, 0], strides[r >> BLOCK_BITS, 1]
-    hs = _head(vals, r - short) if short <= t else NONE
-    row = _head(vals, r - stride) if 0 < stride <= t else NONE
+    hs = head(vals, r - short) if short <= t else NONE
+    row = head(vals, r - stride) if 0 < stride <= t else NONE
     row_ema = emas[r - stride + 1] >> 5 if 1 < stride <= t else 0xFFFF
     ema = lane[j, EMA] if t >= 1 else 0xFFFF
     zb = lane[j, ZRUN]
@@ -210,6 +161,8 @@ def _value_contexts(cfg, vals, lane, emas, strides, j, r, t):
     if cfg[CFG_VERSION] >= 2:
         lane[j, FV + 6] = _plane_context(vals, r, t, stride, short, row, hs, h1)
         lane[j, M2] = ((ema >> 7) & 255) if t >= 1 else 255
+    if cfg[CFG_VERSION] >= 3:
+        lane[j, FV + 7] = best_row_context(vals, fits, j, r, t, strides[r >> BLOCK_BITS, 2], h1)
     lane[j, ROW] = r
     lane[j, H1] = h1
     lane[j, MCTX] = 4 + zbucket if zbucket else 2 * (row & 0x7FF == 0) + (hs & 0x7FF == 0)
@@ -224,7 +177,7 @@ def _plane_context(vals, r, t, stride, short, row, hs, h1):
     history, the previous head."""
     if row == NONE or hs == NONE or stride + short > t:
         return h1 >> 2
-    corner = _head(vals, r - stride - short)
+    corner = head(vals, r - stride - short)
     predicted = min(2047, max(0, (row & 0x7FF) + (hs & 0x7FF) - (corner & 0x7FF)))
     sign = ((row ^ hs ^ corner) >> 11) & 1
     return (1 << 30) | ((predicted >> 3) << 2) | (sign << 1) | ((h1 >> 11) & 1)
@@ -241,7 +194,7 @@ def _byte_contexts(cfg, vals, lane, j, bpos):
     """Each model's context hash for byte ``bpos`` of the lane's current value."""
     r = lane[j, ROW]
     if bpos >= FULL_BYTES and cfg[CFG_VERSION] >= 2:  # the later bytes' one model
-        lane[j, BH + ORDER0] = _hash(bpos * 256 + _exponent(vals, r), ORDER0)
+        lane[j, BH + ORDER0] = mix_hash(bpos * 256 + _exponent(vals, r), ORDER0)
         return
     full = np.int64(bpos + 1)
     for b in range(bpos):  # beyond the first two bytes, only whether each is zero
@@ -249,11 +202,11 @@ def _byte_contexts(cfg, vals, lane, j, bpos):
     coarse = np.int64(bpos + 1)
     for b in range(min(bpos, 2)):
         coarse = (coarse << 8) | vals[r, b]
-    lane[j, BH + 0] = _hash(full, 0)
+    lane[j, BH + 0] = mix_hash(full, 0)
     for m in range(1, _n_models(cfg)):
-        lane[j, BH + m] = _hash(_hash(lane[j, FV + m], coarse), m)
+        lane[j, BH + m] = mix_hash(mix_hash(lane[j, FV + m], coarse), m)
     if bpos >= FULL_BYTES:
-        lane[j, BH + ORDER0] = _hash(bpos, ORDER0)
+        lane[j, BH + ORDER0] = mix_hash(bpos, ORDER0)
 
 
 @njit(cache=True)
@@ -284,7 +237,7 @@ def _dot(lane, j, weights, w0, n_in):
 
 
 @njit(cache=True)
-def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs):
+def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs):
     """Probabilities of bit ``step`` of every active lane into ``probs`` (rows [p0, p1])."""
     t, k = divmod(step, 8 * cfg[4])
     cb, bit = divmod(k, 8)
@@ -304,24 +257,24 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
         c0 = lane[j, C0]
         if bit == 0:
             if cb == 0:
-                _value_contexts(cfg, vals, lane, emas, strides, j, j * lane_len + t, t)
+                _value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
             _byte_contexts(cfg, vals, lane, j, bpos)
         if direct:  # one probability per (byte, exponent, bit): the partial byte is no context
-            base = _hash(lane[j, BH + ORDER0], 4096 + (bit >> 2)) & mask
+            base = mix_hash(lane[j, BH + ORDER0], 4096 + (bit >> 2)) & mask
             lane[j, SLOT + ORDER0] = (np.int64(ORDER0) << table_bits) + base + (bit & 3)
             continue
         nibble = c0 if bit < 4 else (c0 & ((1 << (bit - 4)) - 1)) | (1 << (bit - 4))
         for m in range(n_models):
             if (used >> m) & 1:
                 if bit == 0 or bit == 4:
-                    base = _hash(lane[j, BH + m], c0 if bit == 4 else 0) & mask
+                    base = mix_hash(lane[j, BH + m], c0 if bit == 4 else 0) & mask
                     lane[j, SLOT + m] = (np.int64(m) << table_bits) + base + nibble
                 else:
                     lane[j, SLOT + m] = (lane[j, SLOT + m] & ~np.int64(15)) + nibble
     for j in range(0 if direct else active):
         for m in range(n_models):
             lane[j, XS + m] = STRETCH[tables[lane[j, SLOT + m]] >> 20] if (used >> m) & 1 else 0
-    apm2_mask = (np.int64(1) << APM2_BITS[version - 1]) - 1
+    apm2_mask = (np.int64(1) << _of_version(APM2_BITS, version)) - 1
     for j in range(0 if direct else active):  # the mixers, then (below) the APMs' reads alone
         c0 = lane[j, C0]
         lane[j, XS + n_models] = 256
@@ -329,12 +282,12 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
         dot = _dot(lane, j, weights, first, n_models + 1)
         if version >= 2:
             dot = (dot + _dot(lane, j, weights, second, n_models + 1)) >> 1
-        pr = _squash(dot >> 16)
+        pr = squash(dot >> 16)
         s = STRETCH[pr] + 2048
         lane[j, PR], lane[j, WT] = pr, s & 127
         lane[j, A1] = (k * 256 + c0) * 33 + (s >> 7)
         if bpos < FULL_BYTES:
-            lane[j, A2] = (_hash(lane[j, H1], k * 256 + c0) & apm2_mask) * 33 + (s >> 7)
+            lane[j, A2] = (mix_hash(lane[j, H1], k * 256 + c0) & apm2_mask) * 33 + (s >> 7)
     for j in range(active):
         if direct:
             p = min(4095, max(1, np.int64(tables[lane[j, SLOT + ORDER0]] >> 20)))
@@ -357,32 +310,16 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, p
 
 
 @njit(cache=True)
-def _train_apm(apm, i, y):
-    g = (y << 16) + (y << APM_RATE) - y - y
-    apm[i] += (g - apm[i]) >> APM_RATE
-
-
-@njit(cache=True)
-def _train_counter(tables, slot, y, limit):
-    v = np.int64(tables[slot])
-    n = v & 1023
-    p = v >> 10
-    v = v + 1 if n < limit else (v & ~np.int64(1023)) | limit
-    v += ((((y << 22) - p) >> 3) * DT[n]) & ~np.int64(1023)
-    tables[slot] = v
-
-
-@njit(cache=True)
 def _train_mixer(lane, j, weights, w0, n_in, y):
     """The mixer learns from its prediction with the weights as they are now (earlier lanes of
     this step have moved them): sequential SGD, not one step summed over all lanes."""
-    err = (y << 12) - _squash(_dot(lane, j, weights, w0, n_in) >> 16)
+    err = (y << 12) - squash(_dot(lane, j, weights, w0, n_in) >> 16)
     for i in range(n_in):
         weights[np.uint64(w0 + i)] += (lane[j, np.uint64(XS + i)] * err) >> MIXER_SHIFT
 
 
 @njit(cache=True)
-def update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits):
+def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits):
     """Train on bit ``step`` of every active lane, lane after lane; completes bytes in ``vals``."""
     n_coded = cfg[4]
     t, k = divmod(step, 8 * n_coded)
@@ -393,43 +330,45 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bi
     for j in range(_active(cfg, t)):
         y = np.int64(bits[j])
         if direct:
-            _train_counter(tables, lane[j, SLOT + ORDER0], y, ORDER0_LIMIT)
+            train_counter(tables, lane[j, SLOT + ORDER0], y, ORDER0_LIMIT)
         else:
             for m in range(n_models):
                 if _uses(cfg, m, bpos):
                     later_order0 = m == ORDER0 and bpos >= FULL_BYTES
-                    limit = ORDER0_LIMIT if later_order0 else LIMIT[version - 1]
-                    _train_counter(tables, lane[j, SLOT + m], y, limit)
+                    limit = ORDER0_LIMIT if later_order0 else _of_version(LIMIT, version)
+                    train_counter(tables, lane[j, SLOT + m], y, limit)
             first, second = _mixer_offsets(cfg, lane, j, k)
             _train_mixer(lane, j, weights, first, n_models + 1, y)
             if version >= 2:
                 _train_mixer(lane, j, weights, second, n_models + 1, y)
-            _train_apm(apm1, lane[j, A1], y)
+            train_apm(apm1, lane[j, A1], y)
             if bpos < FULL_BYTES:
-                _train_apm(apm2, lane[j, A2], y)
+                train_apm(apm2, lane[j, A2], y)
         c0 = (lane[j, C0] << 1) | y
         if bit == 7:
             r = lane[j, ROW]
             vals[r, bpos] = c0 & 255
             c0 = 1
             if cb == n_coded - 1:
-                _end_value(cfg, vals, lane, emas, j, r)
+                _end_value(cfg, vals, lane, emas, fits, strides, j, r)
         lane[j, C0] = c0
 
 
 @njit(cache=True)
-def _end_value(cfg, vals, lane, emas, j, r):
+def _end_value(cfg, vals, lane, emas, fits, strides, j, r):
     """Lane statistics after a whole value: magnitude average and zero run."""
     zero = True
     for b in range(cfg[0]):
         if vals[r, b] != 0:
             zero = False
     lane[j, ZRUN] = min(lane[j, ZRUN] + 1, 1 << 20) if zero else 0
-    mag = (_head(vals, r) & 0x7FF) << 4
+    mag = (head(vals, r) & 0x7FF) << 4
     first = r % cfg[2] == 0
     lane[j, EMA] = mag if first else lane[j, EMA] + ((mag - lane[j, EMA]) >> 2)
     lane[j, SLOW] = mag if first else lane[j, SLOW] + ((mag - lane[j, SLOW]) >> 4)
     emas[r] = lane[j, EMA]
+    if cfg[CFG_VERSION] >= 3:
+        fit_rows(vals, fits, j, r, r % cfg[2], strides[r >> BLOCK_BITS, 2])
 
 
 @njit(cache=True)
@@ -445,15 +384,15 @@ def _step_bits(step, cfg, vals, bits):
 
 
 @njit(cache=True)
-def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits, probs):
+def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits, probs):
     """One decoder step: train on the bits of ``step - 1`` (if any), predict ``step``."""
     if step > 0:
-        update(step - 1, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits)
-    predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs)
+        update(step - 1, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits)
+    predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs)
 
 
 @njit(cache=True)
-def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs,
+def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs,
                  out_probs, out_bits):  # fmt: skip
     """Steps ``first ... stop - 1`` as the decoder runs them; writes each coded bit's
     probabilities (the rows of ``probs`` the decoder hands the coder) and the bit, in coding
@@ -461,10 +400,10 @@ def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, stri
     n = 0
     bits = np.empty(lane.shape[0], dtype=np.int32)
     for step in range(first, stop):
-        predict(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, probs)
+        predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs)
         active = _step_bits(step, cfg, vals, bits)
         out_probs[n : n + active] = probs[:active]
         out_bits[n : n + active] = bits[:active]
         n += active
-        update(step, cfg, tables, weights, apm1, apm2, lane, emas, strides, vals, bits)
+        update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits)
     return n
