@@ -20,14 +20,18 @@ Files: the packaged gradient and the files of benchmarks/cm_benchmark.py (git-ig
 benchmarks/data; the commands that make them are listed there).
 
 Run:  .venv/bin/python benchmarks/hybrid_benchmark.py [--windows 1] [--only LABEL ...] [--llm PRIOR ...]
+      [--reuse-llm]
       (default: one window of the packaged gradient, every LLM prior; each further window, file
-      or LLM prior adds ~2 minutes a window on 2 cores)
+      or LLM prior adds ~2 minutes a window on 2 cores; ``--reuse-llm`` keeps the LLM priors'
+      rows of the last report for windows with the same bytes, for when only the codecs
+      without an LLM changed)
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -117,7 +121,18 @@ def _lmgc_run(compressor, array: np.ndarray) -> dict:
             "prior": info["header"]["prior"].get("version")}  # fmt: skip
 
 
-def run(labels: list[str], llm_priors: list[str], windows: int, window_bytes: int, seed: int) -> dict:
+def _reusable(previous: dict | None) -> dict:
+    """LLM prior rows of a previous report by (file path, window start, window SHA-256)."""
+    rows = {}
+    for entry in (previous or {}).get("files", {}).values():
+        for window in entry["windows"]:
+            key = (entry["path"], window["start"], window.get("sha256"))
+            rows[key] = {name: window[name] for name in LLM if name in window}
+    return rows
+
+
+def run(labels: list[str], llm_priors: list[str], windows: int, window_bytes: int, seed: int,
+        previous: dict | None = None) -> dict:  # fmt: skip
     import lmgc
     from lmgc import decoder
     from lmgc.eval.bench import run_bench
@@ -144,6 +159,7 @@ def run(labels: list[str], llm_priors: list[str], windows: int, window_bytes: in
     compressors = {name: lmgc.Compressor(prior=prior, **settings) for name, prior in priors.items()}
     compressors |= {name: lmgc.Compressor(prior="context", level=level) for name, level in CONTEXT.items()}
     report = {"files": {}}
+    reusable = _reusable(previous)
     for label in labels:
         path = ROOT / FILES[label]
         source = load_file_bytes(path)
@@ -160,10 +176,15 @@ def run(labels: list[str], llm_priors: list[str], windows: int, window_bytes: in
             array = np.frombuffer(source.data[start:end], "<f4")
             big_endian = array.astype(">f4").tobytes()
             chunks = [big_endian[i : i + CHUNK] for i in range(0, len(big_endian), CHUNK)]
-            window = {"start": start, "bytes": end - start, "classical_whole": min(
+            sha = hashlib.sha256(source.data[start:end]).hexdigest()
+            reused = reusable.get((FILES[label], start, sha), {})
+            window = {"start": start, "bytes": end - start, "sha256": sha, "classical_whole": min(
                 r.rate_pct for r in run_bench([FileBytes(label, source.data[start:end], "float32")], CLASSICAL, ["whole"])
                 if r.status == "ok" and r.verified)}  # fmt: skip
             for name, compressor in compressors.items():
+                if name in reused:
+                    window[name] = reused[name] | {"reused": True}
+                    continue
                 print(f"== {label} [{start}:{end}] {name}", file=sys.stderr, flush=True)
                 if name in steps:
                     steps[name].clear()
@@ -204,7 +225,9 @@ def markdown(report: dict) -> str:
         f"Generated {report['date']} on {report['machine']}, "
         f"{report['seconds'] / 60:.0f} min; {n} seeded window(s) of {report['window_bytes']} B per file "
         f"(seed {report['seed']}); SmolLM2-135M ({report['dtype']}, {THREADS} torch threads), `hex-comma-be`. "
-        "Every size is coded, decoded and compared byte for byte.",
+        "Every size is coded, decoded and compared byte for byte."
+        + (f" The LLM priors' rows (sizes, times, bits per position) are those of the run of {report['llm_rows_from']} "
+           "on the same window bytes (SHA-256); the rest was measured again." if "llm_rows_from" in report else ""),
         "",
         "Cells: payload % of the window bytes, over all windows of the file (lmgc: coded chunks "
         "without the container header; classical: their whole output). LLM priors: 512-B chunks, "
@@ -274,13 +297,21 @@ def main() -> None:
     parser.add_argument("--llm", nargs="+", choices=LLM, default=LLM, metavar="PRIOR",
                         help=f"LLM priors to run (default: all): {', '.join(LLM)}")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--reuse-llm", action="store_true",
+                        help="take the LLM priors' rows from the previous report (--out's .json) for windows "
+                             "whose bytes are the same (SHA-256); the rest is measured again")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from lmgc.config import model_dtype
 
     start = time.perf_counter()
     llm_priors = [name for name in LLM if name in args.llm]
-    report = run(args.only, llm_priors, args.windows, args.window_bytes, args.seed)
+    previous_json = args.out.with_suffix(".json")
+    previous = json.loads(previous_json.read_text()) if args.reuse_llm and previous_json.exists() else None
+    report = run(args.only, llm_priors, args.windows, args.window_bytes, args.seed, previous)
+    if previous and any(window[name].get("reused") for entry in report["files"].values()
+                        for window in entry["windows"] for name in llm_priors if name in window):  # fmt: skip
+        report["llm_rows_from"] = previous["date"]
     report |= {"llm_priors": llm_priors, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "windows": args.windows,
                "window_bytes": args.window_bytes, "seed": args.seed, "dtype": model_dtype("auto", "cpu"),
