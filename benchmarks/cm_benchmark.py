@@ -48,6 +48,9 @@ FILES = {
                                "lmgc collect --arch resnet18 --dataset mnist --steps 6 --every 5"),
     "ViT F-MNIST step 10": ("benchmarks/data/vit_fmnist/grad_step000010.safetensors",
                             "lmgc collect --arch vit --dataset fashion-mnist --steps 11 --every 10"),
+    "ViT MNIST step 0 (early)": ("benchmarks/data/vit_mnist/grad_step000000.safetensors",
+                                 "lmgc collect --arch vit --dataset mnist --steps 11 --every 10"),
+    "ViT MNIST step 10": ("benchmarks/data/vit_mnist/grad_step000010.safetensors", "as above"),
     "ConvNet-128 init weights": ("benchmarks/data/convnet_w128_init_weights.safetensors",
                                  "torch.manual_seed(0); build_model('convnet', 1, 10, 28, 128) state dict"),
 }  # fmt: skip
