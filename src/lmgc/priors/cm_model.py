@@ -105,10 +105,11 @@ def _of_version(rule, version):
 
 
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these (long,
-    short) row strides: (tables, weights, apm1, apm2, lane, magnitude average after each value,
-    each lane's fit of each candidate row (:func:`_best_row_context`), strides). The second
-    mixer's weights follow the first's."""
+    """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these strides
+    (long, short, and from version 3 the best-row model's row length): (tables, weights, apm1,
+    apm2, lane, magnitude average after each value, each lane's fit of each candidate row
+    (:func:`lmgc.priors.cm_rows.fit_rows`), the strides in three columns). The second mixer's
+    weights follow the first's."""
     version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
     tables = aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
