@@ -210,8 +210,9 @@ class ContextMixingPrior:
                      stats: bool = False) -> tuple[bytes, np.ndarray | None]:  # fmt: skip
         """(payload, with ``stats`` the ideal code length in bits of each coded byte position).
 
-        Payload: two stride indices per block of values (three from version 3), the raw byte positions of every value,
-        the bytes of a trailing partial value, then the range coder's words."""
+        Payload: two stride indices per block of values (three from version 3), the raw byte
+        positions of every value, the bytes of a trailing partial value, then the range coder's
+        words."""
         model = _model()
         matrix, tail = _matrix(data, group)
         coded = self._coded(group)

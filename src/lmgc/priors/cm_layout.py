@@ -35,7 +35,7 @@ def lane_layout(n_values: int) -> tuple[int, int]:
 
 
 def _heads(matrix: np.ndarray) -> np.ndarray:
-    """Top 12 bits of each value (as :func:`lmgc.priors.cm_model._head`)."""
+    """Top 12 bits of each value (as :func:`lmgc.priors.cm_arith.head`)."""
     if matrix.shape[1] == 1:
         return matrix[:, 0].astype(np.int64)
     return (matrix[:, 0].astype(np.int64) << 4) | (matrix[:, 1] >> 4)
@@ -83,14 +83,13 @@ def choose_fit_strides(matrix: np.ndarray) -> np.ndarray:
     in sign most consistently (:func:`~lmgc.priors.cm_rows.row_fit_scores` over every
     :data:`FIT_SAMPLE`-th window of :data:`FIT_WINDOW` values); 0 (none) where no candidate
     row agrees at all."""
-    from .cm_rows import ROW_CANDIDATES, row_fit_scores  # numba, on first use
+    from .cm_rows import row_fit_scores  # numba, on first use
 
     heads = _heads(matrix)
     signs = np.where(heads & 0x7FF == 0, 0, 1 - 2 * (heads >> 11)).astype(np.int64)
     _, lane_len = lane_layout(len(signs))
     long = np.array([s for s in STRIDES if s >= SHORT and s <= lane_len], dtype=np.int64)
-    n_rows = np.minimum(ROW_CANDIDATES, lane_len // np.maximum(long, 1))
-    scores = row_fit_scores(signs, lane_len, BLOCK_BITS, FIT_WINDOW, FIT_SAMPLE, long, n_rows)
+    scores = row_fit_scores(signs, lane_len, BLOCK_BITS, FIT_WINDOW, FIT_SAMPLE, long)
     n_blocks = -(-len(signs) // (1 << BLOCK_BITS))
     best = np.zeros(n_blocks, dtype=np.int64)
     if len(long):

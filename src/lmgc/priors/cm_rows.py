@@ -51,19 +51,19 @@ def fit_rows(vals, fits, j, r, t, stride):
 
 
 @njit(cache=True)
-def row_fit_scores(signs, lane_len, block_bits, window, sample, strides, n_rows):
+def row_fit_scores(signs, lane_len, block_bits, window, sample, strides):
     """The encoder's criterion for the row length: ``scores[b, s]`` sums, over every
     ``sample``-th window of ``window`` values in block ``b``, the largest absolute summed sign
     agreement (``signs``: +1, -1, or 0 for a zero) between the window and the same window
-    ``k * strides[s]`` values back, for the candidate rows k = 1 ... ``n_rows[s]`` that the
-    window's lane holds at its start."""
+    ``k * strides[s]`` values back, for the candidate rows that the window's lane holds at its
+    start (as :func:`best_row_context` counts them)."""
     n = len(signs)
     scores = np.zeros(((n >> block_bits) + 1, len(strides)), dtype=np.int64)
     for start in range(0, n - window + 1, window * sample):
         held = start % lane_len
         for s in range(len(strides)):
             top = 0
-            for k in range(1, min(n_rows[s], held // strides[s]) + 1):
+            for k in range(1, min(ROW_CANDIDATES, held // strides[s]) + 1):
                 back = k * strides[s]
                 total = 0
                 for i in range(start, start + window):
