@@ -63,9 +63,12 @@ CLASSICAL = ["lzma", "zstd-19", "fpzip", "pcodec", "blosc2", "planes-zstd", "pla
 class PriorCodec:
     """lmgc with one prior object, whole container counted (the benchmark's Codec members);
     also records the CPU time of its last compress and decompress (this machine is shared, so
-    wall-clock speeds understate a free core)."""
+    wall-clock speeds understate a free core). Given the file's shapes, it codes the list of
+    its tensors as arrays (their shapes, not their names, in the container), as a user's
+    ``lmgc.compress`` of the tensors does: both levels predict rows from them."""
 
     whole_only = True
+    takes_shapes = True
 
     def __init__(self, name: str, make_prior) -> None:
         self.name, self.make_prior = name, make_prior
@@ -77,11 +80,14 @@ class PriorCodec:
     def supports(self, dtype) -> bool:
         return True
 
-    def compress(self, data: bytes, dtype) -> bytes:
+    def compress(self, data: bytes, dtype, shapes=None) -> bytes:
         import lmgc
+        from lmgc.eval.lmgc_codec import shaped_arrays
 
+        source = shaped_arrays(data, dtype, shapes)
+        source = np.frombuffer(data, dtype) if source is None else source
         start = time.process_time()
-        blob = lmgc.compress(np.frombuffer(data, dtype), prior=self.make_prior())
+        blob = lmgc.compress(source, prior=self.make_prior())
         self.cpu_seconds["compress"] = time.process_time() - start
         return blob
 
@@ -89,21 +95,36 @@ class PriorCodec:
         import lmgc
 
         start = time.process_time()
-        data = np.ascontiguousarray(lmgc.decompress(blob)).tobytes()
+        back = lmgc.decompress(blob)
+        data = b"".join(np.ascontiguousarray(a).tobytes() for a in (back if isinstance(back, list) else [back]))
         self.cpu_seconds["decompress"] = time.process_time() - start
         return data
 
 
-def max_position_bits(big_endian: bytes, group: int) -> list[float]:
-    """Bits per byte at each byte position under level max, per 32 MiB chunk as it codes."""
+def _rows(shapes, group: int) -> list:
+    from types import SimpleNamespace
+
+    from lmgc.priors.context_rows import tensor_rows
+
+    tensors = [SimpleNamespace(shape=shape, dtype="float32", itemsize=group, nbytes=int(np.prod(shape)) * group)
+               for shape in shapes or []]  # fmt: skip
+    return tensor_rows(tensors, group, "big") if group == 4 else []
+
+
+def max_position_bits(big_endian: bytes, group: int, shapes) -> list[float]:
+    """Bits per byte at each byte position under level max, per 32 MiB chunk as it codes (the
+    head bytes of predicted rows: their residuals)."""
     from lmgc.priors.cm import ContextMixingPrior
+    from lmgc.priors.context_rows import chunk_spans
 
     prior = ContextMixingPrior().fit(big_endian, group)
+    rows = _rows(shapes, group)
     coded = [p for p in range(group) if p not in prior.raw]
     bits = np.zeros(group)
     for start in range(0, len(big_endian), ContextMixingPrior.default_chunk_bytes):
         chunk = big_endian[start : start + ContextMixingPrior.default_chunk_bytes]
-        bits[coded] += prior.encode_chunk(chunk, group, stats=True)[1]
+        spans = chunk_spans(rows, start, len(chunk) // group, group) if rows else []
+        bits[coded] += prior.encode_chunk(chunk, group, stats=True, spans=spans)[1]
     n_values = len(big_endian) // group
     bits[prior.raw] = 8.0 * n_values
     return (bits / n_values).tolist()
@@ -122,17 +143,23 @@ def _adaptive_bits(contexts: np.ndarray, digits: np.ndarray) -> float:
     return float(_log2_rising(n_max, 8.0)[totals].sum() - _log2_rising(n_max, 0.5)[counts[counts > 0]].sum())
 
 
-def fast_position_bits(big_endian: bytes, group: int) -> list[float]:
+def fast_position_bits(big_endian: bytes, group: int, shapes) -> list[float]:
     """Bits per byte at each byte position under level fast: exact adaptive (KT) code length of
-    its chosen count model per hex digit, per 8 MiB chunk (lanes ignored)."""
-    from lmgc.priors.context import NONE, RAW, ContextPrior, choose_kinds, kind_context, value_digits  # noqa: I001
+    its chosen count model per hex digit (counts of row-predicted values apart, residuals in the
+    head bytes of predicted rows), per 8 MiB chunk (lanes ignored)."""
+    from lmgc.priors.context import NONE, RAW, ContextPrior, kind_context, predict_rows, value_digits  # noqa: I001
 
+    rows = _rows(shapes, group)
+    prior = ContextPrior()
     bits = np.zeros(2 * group)
     matrix_all = value_digits(big_endian, group)[0]
-    kinds = choose_kinds(matrix_all)
+    kinds = prior.choose_kinds(matrix_all, group, rows)
     step = ContextPrior.default_chunk_bytes // group
     for start in range(0, len(matrix_all), step):
-        matrix = matrix_all[start : start + step].astype(np.int64)
+        matrix = matrix_all[start : start + step].astype(np.int32)
+        spans = prior.spans(rows, start * group, len(matrix) * group, group)
+        flags = predict_rows(matrix, spans)[1] if spans else np.zeros(len(matrix), dtype=np.int32)
+        matrix = matrix.astype(np.int64)
         none = np.full((2, matrix.shape[1]), NONE)
         previous = np.vstack([none[:1], matrix[:-1]])
         previous2 = np.vstack([none, matrix[:-2]])[: len(matrix)]
@@ -143,7 +170,7 @@ def fast_position_bits(big_endian: bytes, group: int) -> list[float]:
                 bits[p] += 4.0 * len(matrix)
                 continue
             d1 = matrix[:, p - 1] if p else np.full(len(matrix), NONE)
-            contexts = kind_context(kind, p, d1, previous[:, p], previous2[:, p], zero[:, p])
+            contexts = kind_context(kind, p, d1, previous[:, p], previous2[:, p], zero[:, p]) * 2 + flags
             bits[p] += _adaptive_bits(contexts, matrix[:, p])
     return ((bits[0::2] + bits[1::2]) / len(matrix_all)).tolist()
 
@@ -177,6 +204,7 @@ def run(labels: list[str], previous: dict, save) -> dict:
                   and not r["codec"].startswith("lmgc")}  # fmt: skip
         others = [c for c in ["zpaq", *CLASSICAL] if c not in reused]
         source = load_file_bytes(path)
+        shapes = [t.shape for t in source.bundle.tensors] if source.bundle else None
         print(f"{label}: {len(source.data):,} B; measuring {[c.name for c in lmgc_codecs] + others}", flush=True)
         rows = [r.__dict__ for r in run_bench([path], [*lmgc_codecs, *others], protocols=["whole"])]
         for codec in lmgc_codecs:
@@ -188,8 +216,8 @@ def run(labels: list[str], previous: dict, save) -> dict:
         files[label] = {
             "path": rel, "made_by": made_by, "sha256": sha, "bytes": len(source.data),
             "rows": rows + list(reused.values()),
-            "position_bits": {"fast": fast_position_bits(big_endian, group),
-                              "max": max_position_bits(big_endian, group)},
+            "position_bits": {"fast": fast_position_bits(big_endian, group, shapes),
+                              "max": max_position_bits(big_endian, group, shapes)},
         }  # fmt: skip
         print(markdown_file(label, files[label]), flush=True)
         save(files)
@@ -244,7 +272,8 @@ def markdown(report: dict) -> str:
         "",
         (f"Generated {report['date']} on {report['machine']}, shared with other jobs. Every size "
          "is coded, decoded and compared byte for byte. Cells: size as % of the original (lmgc: "
-         "the whole container) and (encode / decode MB/s, 10^6 B/s, wall clock, one thread; for "
+         "the whole container, coding the file's tensors as a list of arrays: shapes kept, names "
+         "not; both levels predict rows from the shapes) and (encode / decode MB/s, 10^6 B/s, wall clock, one thread; for "
          "lmgc also from CPU time, nearer a free core's speed). Best classical: the best of "
          f"{', '.join(CLASSICAL)}. Target: max ≤ 0.98 × min(best classical, zpaq) where that "
          "min is < 80%, ≤ 0.995 × it otherwise. With `--reuse` the zpaq and classical rows come "
@@ -255,8 +284,8 @@ def markdown(report: dict) -> str:
     ]
     lines += [markdown_file(label, entry) for label, entry in report["files"].items()]
     lines += ["", "## Bits per byte at each byte position of a value (0 = sign/exponent byte)", "",
-              ("fast: ideal adaptive code length of its count models; max: ideal code length of "
-               "its coded bits, raw positions 8.00."), "",
+              ("fast: ideal adaptive code length of its count models (predicted rows: of their "
+               "residuals); max: ideal code length of its coded bits, raw positions 8.00."), "",
               "| file | fast | max | gain (bits per value) |", "|---|---|---|---|"]  # fmt: skip
     for label, entry in report["files"].items():
         fast, best = (np.array(entry["position_bits"][k]) for k in ("fast", "max"))

@@ -98,7 +98,13 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         lmgc.compress_file(root, Path(tmp) / "run.lmgc", prior="context", chunk_bytes=1024)
         folder = (Path(tmp) / "run.lmgc").read_bytes()
 
+    rng = np.random.default_rng(0)  # rows nearly scaled copies: both levels predict them
+    low_rank = (np.outer(rng.normal(size=64), rng.normal(size=128)) * (1 + 1e-3 * rng.normal(size=(64, 128)))
+                * 1e-3).astype(np.float32)  # fmt: skip
     return {
+        "context, rows predicted (2 tensors, 2 chunks)": (lmgc.compress({"w": low_rank, "b": values[:7].copy()},
+                                                                         prior="context", chunk_bytes=16384), True),
+        "context --level max, rows predicted": (lmgc.compress({"w": low_rank}, prior="context", level="max"), True),
         "context, 4 chunks (dict of 2 tensors)": (chunked, True),
         "context --level max, 2 chunks": (lmgc.compress(values[:2048].copy(), prior="context", level="max",
                                                         chunk_bytes=4096), True),  # fmt: skip
@@ -108,6 +114,7 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         "version 1 golden (context)": ((GOLDEN / "sample-v1-context.lmgc").read_bytes(), False),
         "context --level max model version 1 (golden)": ((GOLDEN / "sample-v2-cm1.lmgc").read_bytes(), True),
         "context --level max model version 2 (golden)": ((GOLDEN / "sample-v2-cm2.lmgc").read_bytes(), True),
+        "context --level max version 3 (golden)": ((GOLDEN / "sample-v2-cm3.lmgc").read_bytes(), True),
         "LLM file naming smollm2-135m": (as_llm("smollm2-135m"), True),
         "LLM file naming a hub id": (as_llm("some-org/some-model"), True),
         "hybrid v4 file naming smollm2-135m": (as_llm("smollm2-135m", hybrid=True), True),

@@ -239,3 +239,26 @@ def test_cli_lossy_table_and_json(tmp_path, capsys) -> None:
     assert main(["bench", str(path), "--lossy", "quant:0", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "lmgc: error: invalid lossy spec 'quant:0'" in err and "valid stages" in err
+
+
+def test_lmgc_context_codes_a_whole_tensor_file_with_its_shapes(tmp_path) -> None:
+    """Whole files reach lmgc with their tensors' shapes (the context prior predicts rows from
+    them); the round trip still compares the file's bytes, and raw bytes still work."""
+    from safetensors.numpy import save_file
+
+    from lmgc.container import unpack
+    from lmgc.eval.lmgc_codec import LmgcCodec
+
+    rng = np.random.default_rng(0)
+    rows = np.outer(rng.normal(size=64), rng.normal(size=96)) * (1 + 1e-3 * rng.normal(size=(64, 96)))
+    path = tmp_path / "g.safetensors"
+    save_file({"b": np.ones(5, np.float32), "w": (rows * 1e-3).astype(np.float32)}, path)
+    codec = LmgcCodec("hex-comma-be", prior="context")
+    [shaped] = run_bench([path], codecs=[codec], protocols=["whole"])
+    assert shaped.status == "ok" and shaped.verified
+    data = np.concatenate([np.ones(5, np.float32), (rows * 1e-3).astype(np.float32).ravel()]).tobytes()
+    blob = codec.compress(data, np.dtype(np.float32), shapes=[(5,), (64, 96)])
+    assert [t["shape"] for t in unpack(blob).header.fields["manifest"]["tensors"]] == [[5], [64, 96]]
+    flat = codec.compress(data, np.dtype(np.float32))
+    assert shaped.compressed_bytes == len(blob) < len(flat)
+    assert codec.decompress(flat, np.dtype(np.float32), len(data)) == data

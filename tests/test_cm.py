@@ -17,7 +17,9 @@ import lmgc
 from lmgc.api import read_container_info
 from lmgc.errors import CorruptDataError, LmgcError, SerializationError, UnsupportedVersionError
 from lmgc.priors import LEVELS, prior_class, recorded_class
-from lmgc.priors.cm import STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, choose_strides, raw_positions
+from lmgc.priors.cm import (
+    STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, ContextMixingPriorV3, choose_strides, raw_positions,
+)  # fmt: skip
 from lmgc.priors.cm_layout import choose_fit_strides
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -41,22 +43,24 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert ContextMixingPrior.version == 3
-    assert recorded_class({"kind": "context-cm", "version": 3}) is ContextMixingPrior
+    assert ContextMixingPrior.version == 4
+    assert recorded_class({"kind": "context-cm", "version": 4}) is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm", "version": 3}) is ContextMixingPriorV3
     assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPriorV2
     assert recorded_class({"kind": "context-cm", "version": 1}) is ContextMixingPriorV1
-    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 4 is not one this lmgc decodes"):
-        recorded_class({"kind": "context-cm", "version": 4})
+    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 5 is not one this lmgc decodes"):
+        recorded_class({"kind": "context-cm", "version": 5})
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_earlier_versions_files_still_decode(version: int) -> None:
     """Made from the first 8192 values of the ConvNet fixture, tensors by name: version 1 by
     lmgc 134889c (before the plane model, the second mixer and the later bytes' model),
-    version 2 by lmgc ff336d4 (before the best-row model)."""
+    version 2 by lmgc ff336d4 (before the best-row model), version 3 by lmgc 35037c3 (before
+    row residuals)."""
     blob = (GOLDEN / f"sample-v2-cm{version}.lmgc").read_bytes()
-    identity = {"kind": "context-cm", "version": version, "raw_positions": [[], [2]][version - 1]}
+    identity = {"kind": "context-cm", "version": version, "raw_positions": [[], [2], [2]][version - 1]}
     assert read_container_info(blob)["header"]["prior"] == identity
     expected = np.concatenate([v.ravel() for _, v in sorted(_fixture().items())])[:8192]
     assert lmgc.decompress(blob).tobytes() == expected.tobytes()
@@ -68,7 +72,7 @@ def _fixture() -> dict:
     return load_file(Path(__file__).parent / "data" / "gradients" / "convnet_w32_mnist" / "grad_step000050.safetensors")
 
 
-@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV2, ContextMixingPriorV1])
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV3, ContextMixingPriorV2, ContextMixingPriorV1])
 def test_each_version_round_trips_what_it_encodes(prior) -> None:
     data = gradient_like(9000, seed=4, zeros=0.1).astype(">f4").tobytes() + b"\x07"
     coder = prior().fit(data, 4)
@@ -147,7 +151,7 @@ def test_version_3_follows_the_best_fitting_earlier_row() -> None:
     matrix = np.frombuffer(x, np.uint8).reshape(-1, 4)
     assert set(choose_fit_strides(matrix).tolist()) == {_stride_index(64)}
     sizes = {}
-    for prior in (ContextMixingPriorV2, ContextMixingPrior):
+    for prior in (ContextMixingPriorV2, ContextMixingPriorV3):
         coder = prior().fit(x, 4)
         payload, bits = coder.encode_chunk(x, 4, stats=True)
         assert coder.decode_chunk(payload, len(x), 4) == x
@@ -168,13 +172,13 @@ def _stride_index(stride: int) -> int:
 
 
 def test_identity_schema_rejects_anything_off() -> None:
-    good = {"kind": "context-cm", "version": 3, "raw_positions": [2]}
+    good = {"kind": "context-cm", "version": 4, "raw_positions": [2]}
     assert ContextMixingPrior.check_identity(good, 4) == good
     assert ContextMixingPriorV1.check_identity({**good, "version": 1}, 4) == {**good, "version": 1}
     bad = [
         ({**good, "extra": 1}, "unknown \\['extra'\\]"),
         ({"kind": "context-cm", "version": 2}, "missing \\['raw_positions'\\]"),
-        ({**good, "version": 2}, "version must be 3"),
+        ({**good, "version": 2}, "version must be 4"),
         ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
         ({**good, "raw_positions": [4]}, "raw_positions"),
         ({**good, "raw_positions": [2, 1]}, "raw_positions"),
@@ -201,6 +205,9 @@ def test_bad_settings_are_typed_errors() -> None:
 def test_describe_names_the_level_and_raw_positions() -> None:
     lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 3, "raw_positions": [2, 3]})
     assert lines == [("prior", "context mixing (level max), byte positions stored raw: 2, 3")]
+    lines = ContextMixingPrior.describe({"kind": "context-cm", "version": 4, "raw_positions": []})
+    assert lines == [("prior", "context mixing (level max, rows predicted from earlier rows), byte positions "
+                               "stored raw: none")]  # fmt: skip
 
 
 def test_level_max_through_the_compressor() -> None:
@@ -281,3 +288,17 @@ def test_corrupt_file_is_caught_by_the_container() -> None:
     blob[-20] ^= 0x10
     with pytest.raises(LmgcError):
         lmgc.decompress(bytes(blob))
+
+
+def test_version_4_codes_rows_as_residuals_and_round_trips() -> None:
+    """Given the tensors' rows, version 4 predicts each row from an earlier one (flip and scale
+    included) before its model codes the bytes: smaller on rows of a few families, exact."""
+    x = row_families(640, 64)
+    v3 = lmgc.compress({"w": x}, prior=ContextMixingPriorV3())
+    v4 = lmgc.compress({"w": x}, prior=ContextMixingPrior())
+    assert read_container_info(v4)["header"]["prior"]["version"] == 4
+    assert len(v4) < 0.97 * len(v3), (len(v4), len(v3))
+    for blob in (v3, v4):
+        assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()
+    flat = lmgc.compress(x.ravel(), prior=ContextMixingPrior())  # no rows known: none predicted
+    assert lmgc.decompress(flat).tobytes() == x.tobytes()

@@ -128,7 +128,7 @@ def test_corrupt_or_foreign_context_files_are_refused(gradient_bytes):
     bad = _edit(blob, lambda h: h["prior"].update(digit_contexts=["s2"] * 3))
     with pytest.raises(CorruptDataError, match="context"):
         Decompressor().decompress(bad)
-    newer = _edit(blob, lambda h: h["prior"].update(version=2))
+    newer = _edit(blob, lambda h: h["prior"].update(version=3))
     with pytest.raises(CorruptDataError, match="unsupported context-model settings"):
         Decompressor().decompress(newer)
     other = _edit(blob, lambda h: h["environment"].update(constriction="0.0.1"))

@@ -31,7 +31,8 @@ from .lossy import LossyPipeline, parse_lossy
 from .models import load_model
 from .priors import PRIORS as _PRIOR_CLASSES
 from .priors import ContextPrior, Prior, prior_class
-from .priors.base import SteppedPrior, state_bytes
+from .priors.base import SteppedPrior, encode_input, state_bytes
+from .priors.context_rows import tensor_rows
 from .sources import TensorFile, open_input
 from .stream import encode_file, streams
 from .tensors import TensorBundle, bundle_objects, raw_bundle, read_tensors
@@ -159,7 +160,8 @@ class Compressor:
         prepared = self._prepare(source, dtype)
         state = state_bytes(self.prior, self.config.chunk_bytes, prepared.group)
         batch = self.config.batch_for(len(prepared.chunks), state)
-        coded = self.prior.encode(prepared.stream, prepared.chunks, prepared.group, batch, self.progress)
+        rows = tensor_rows(prepared.bundle.tensors, prepared.group, self.config.serialization.byte_order)
+        coded = encode_input(self.prior, prepared.stream, prepared.chunks, prepared.group, batch, self.progress, rows)
         header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group, batch), coded.identity,
                                self.prior.environment(coded.identity), coded.header_fields,
                                prepared.bundle.manifest(), prepared.lossy_info)  # fmt: skip

@@ -24,7 +24,8 @@ from .container import ContainerWriter
 from .header import header_fields
 from .priors import ContextPrior
 from .priors.base import state_bytes
-from .priors.context_models import choose_kinds, fit_sample, value_digits
+from .priors.context_models import value_digits
+from .priors.context_rows import tensor_rows
 from .serialize import Serialization
 from .sources import LazyTensor, TensorFile
 
@@ -91,8 +92,8 @@ def cut_chunks(pieces: Iterable[tuple[bytes, bytes]], chunk_bytes: int,
 class _Digits:
     """The matrix of :func:`~lmgc.priors.context_models.value_digits` over the whole ordered
     stream, rows computed when sliced: the context prior's own sampler
-    (:func:`~lmgc.priors.context_models.fit_sample`) picks its rows, so the sample, and the kinds
-    chosen from it, are the in-memory path's."""
+    (:meth:`~lmgc.priors.context.ContextPrior.choose_kinds`) picks its rows, so the sample, and
+    the kinds chosen from it, are the in-memory path's."""
 
     def __init__(self, ordered: OrderedStream, group: int) -> None:
         self.ordered, self.group = ordered, group
@@ -105,12 +106,6 @@ class _Digits:
         return value_digits(self.ordered.read(start * self.group, (stop - start) * self.group), self.group)[0]
 
 
-def _sample(ordered: OrderedStream, group: int) -> np.ndarray:
-    digits = _Digits(ordered, group)
-    sample = fit_sample(digits)
-    return digits[0 : len(digits)] if sample is digits else sample  # small inputs: all of it
-
-
 def encode_file(prior: ContextPrior, config: CodecConfig, source: TensorFile, out: BinaryIO,
                 progress: bool = False) -> int:  # fmt: skip
     """Write the container for ``source`` to ``out`` front to back; returns its size in bytes.
@@ -120,14 +115,19 @@ def encode_file(prior: ContextPrior, config: CodecConfig, source: TensorFile, ou
     """
     ordered = OrderedStream(source.tensors, config.serialization)
     group = config.group_for((t.itemsize, t.nbytes) for t in source.tensors)
-    coder = ContextPrior(prior.kinds or choose_kinds(_sample(ordered, group)))
+    rows = tensor_rows(source.tensors, group, config.serialization.byte_order)
+    coder = ContextPrior(prior.kinds, prior.version)
+    if coder.kinds is None:
+        coder.kinds = coder.choose_kinds(_Digits(ordered, group), group, rows)
     coder.fit(b"", group)  # the kinds are set: this only checks that they fit the group
     identity = coder.identity()
     batch = config.batch_for(-(-ordered.total // config.chunk_bytes), state_bytes(coder, config.chunk_bytes, group))
     writer = ContainerWriter(out, header_fields(ordered.total, config.header_codec(group, batch), identity,
                                                 prior.environment(identity), {}, source.manifest()))  # fmt: skip
     with progress_bar(ordered.total, "compress", progress, unit="B") as bar:
+        start = 0
         for chunk in cut_chunks(ordered.pieces(), config.chunk_bytes, writer.add_original):
-            writer.add_chunk(*coder.encode_chunk(chunk, group))
+            writer.add_chunk(*coder.encode_chunk(chunk, group, coder.spans(rows, start, len(chunk), group)))
+            start += len(chunk)
             bar.update(len(chunk))
     return writer.finish()

@@ -73,6 +73,10 @@ class TensorRecord:
     def itemsize(self) -> int:
         return ITEMSIZE[self.dtype]
 
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
     def to_object(self):
         """Rebuild the numpy array or torch tensor."""
         if self.kind == "numpy":

@@ -90,11 +90,14 @@ class _Measurement:
 
 
 def _measure(codec: Codec, data: bytes, dtype: np.dtype, protocol: str,
-             chunk_bytes: int) -> _Measurement:
+             chunk_bytes: int, shapes: list | None = None) -> _Measurement:
+    """``shapes``: the tensors' shapes when ``data`` is a whole file, for codecs that take them
+    (``takes_shapes``: lmgc's context priors predict rows from them)."""
     pieces = [data] if protocol == "whole" else [data[i:i + chunk_bytes]
                                                   for i in range(0, len(data), chunk_bytes)]
+    extra = {"shapes": shapes} if shapes and getattr(codec, "takes_shapes", False) else {}
     start = time.perf_counter()
-    blobs = [codec.compress(piece, dtype) for piece in pieces]
+    blobs = [codec.compress(piece, dtype, **extra) for piece in pieces]
     middle = time.perf_counter()
     restored = [codec.decompress(blob, dtype, len(piece)) for blob, piece in zip(blobs, pieces)]
     end = time.perf_counter()
@@ -131,7 +134,9 @@ def _bench_one(source: FileBytes, codec: Codec, protocol: str, spans: list[tuple
     if protocol != "whole" and getattr(codec, "whole_only", False):
         return BenchResult(status="n/a", message="chunks internally; whole protocol only", **base)
     try:
-        runs = [_measure(codec, source.data[start:end], source.dtype, protocol, chunk_bytes)
+        whole_file = protocol == "whole" and not sampled and lossy is None and source.bundle is not None
+        shapes = [t.shape for t in source.bundle.tensors] if whole_file else None
+        runs = [_measure(codec, source.data[start:end], source.dtype, protocol, chunk_bytes, shapes)
                 for start, end in spans]
     except Exception as exc:  # a codec crashing is a result to report, not a reason to stop
         return BenchResult(status="failed", message=f"{type(exc).__name__}: {exc}", **base)

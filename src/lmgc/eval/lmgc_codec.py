@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..tensors import ITEMSIZE
 from .baselines import Codec
 
-__all__ = ["LmgcCodec", "ContainerProbe", "element_dtype"]
+__all__ = ["LmgcCodec", "ContainerProbe", "element_dtype", "shaped_arrays"]
 
 
 def element_dtype(name: str) -> str:
@@ -32,6 +32,7 @@ class LmgcCodec:
     """
 
     whole_only = True
+    takes_shapes = True  # a whole file's tensors are coded with their shapes (rows for context)
 
     def __init__(self, mode: str, *, prior: str = "llm", chunk_bytes: int | None = None,
                  batch_size: int = 16, device: str = "cpu") -> None:  # fmt: skip
@@ -57,7 +58,9 @@ class LmgcCodec:
     def supports(self, dtype: np.dtype) -> bool:
         return True
 
-    def compress(self, data: bytes, dtype: np.dtype) -> bytes:
+    def compress(self, data: bytes, dtype: np.dtype, shapes: list | None = None) -> bytes:
+        """``shapes``: the file's tensors' shapes, which the container then keeps (as arrays
+        without names), where they cover ``data`` in elements of ``dtype``."""
         if self._compressor is None:
             from ..api import Compressor
 
@@ -65,12 +68,23 @@ class LmgcCodec:
                                           serialization=self.serialization,
                                           chunk_bytes=self.chunk_bytes, batch_size=self.batch_size,
                                           device=self.device)
-        return self._compressor.compress(data, element_dtype(np.dtype(dtype).name))
+        name = element_dtype(np.dtype(dtype).name)
+        arrays = shaped_arrays(data, np.dtype(dtype), shapes) if name != "uint8" else None
+        return self._compressor.compress(data, name) if arrays is None else self._compressor.compress(arrays)
 
     def decompress(self, blob: bytes, dtype: np.dtype, n_bytes: int) -> bytes:
         from ..api import Decompressor
 
-        return Decompressor(self.model).decompress_bundle(blob).tensors[0].data
+        return b"".join(t.data for t in Decompressor(self.model).decompress_bundle(blob).tensors)
+
+
+def shaped_arrays(data: bytes, dtype: np.dtype, shapes: list | None) -> list[np.ndarray] | None:
+    """``data`` as the list of arrays of ``shapes`` where they cover it exactly, else None."""
+    values = np.frombuffer(data, dtype)
+    sizes = [int(np.prod(shape)) for shape in shapes or []]
+    if not sizes or sum(sizes) != values.size:
+        return None
+    return [piece.reshape(shape) for piece, shape in zip(np.split(values, np.cumsum(sizes)[:-1]), shapes)]
 
 
 class ContainerProbe:

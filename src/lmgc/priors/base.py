@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..models import LanguageModel
     from ..serialize import Serialization
 
-__all__ = ["Prior", "Coded", "ModelLoader", "SteppedPrior", "MixedLLMPrior", "PriorStream", "PriorSession",
+__all__ = ["Prior", "Coded", "ModelLoader", "encode_input", "SteppedPrior", "MixedLLMPrior", "PriorStream", "PriorSession",
            "check_two_symbols_per_byte", "state_bytes"]  # fmt: skip
 
 #: Given the recorded LLM identity, the model the caller allows for it (or an error).
@@ -102,6 +102,16 @@ class Prior(Protocol):
                group: int, batch: int, progress: bool) -> list[bytes]:  # fmt: skip
         """The chunks' bytes; SerializationError or any other failure on corrupt payloads."""
         ...
+
+
+def encode_input(prior: Prior, stream: bytes, chunks: Sequence[bytes], group: int, batch: int, progress: bool,
+                 rows: Sequence[tuple[int, int]]) -> Coded:  # fmt: skip
+    """``prior.encode``, given the tensors' rows (:func:`~lmgc.priors.context_rows.tensor_rows`)
+    where the prior codes with them (``takes_rows``): a hint for the encoder only, decoding
+    never needs it, and a prior without the attribute is called as the protocol says."""
+    if getattr(prior, "takes_rows", False):
+        return prior.encode(stream, chunks, group, batch, progress, rows=rows)
+    return prior.encode(stream, chunks, group, batch, progress)
 
 
 def state_bytes(prior, chunk_bytes: int, group: int) -> int:

@@ -10,8 +10,10 @@ the short stride and their corner predict (a gradient is near rank one per tap);
 magnitude of the best-fitting of the last 32 rows (a gradient's rows fall into families). The
 later, near-random mantissa bytes are coded with one probability per exponent and bit. All of
 it is integer arithmetic compiled with numba, so both sides compute the same probabilities on
-any machine; constriction codes the bits. Version 1 and 2 files still decode
-(:class:`ContextMixingPriorV1`, :class:`ContextMixingPriorV2`).
+any machine; constriction codes the bits. Version 4 codes the rows of weight-shaped tensors as
+residuals from an earlier row, as the fast level does (:mod:`lmgc.priors.context_rows`: the
+encoder is told the tensors' rows, the payload carries its choice), with version 3's model.
+Version 1 to 3 files still decode (:class:`ContextMixingPriorV1` ... ``V3``).
 
 The encoder chooses the byte positions stored raw per input (those whose bytes are nearly
 uniform: an adaptive model only adds its learning cost there, and each raw byte saves the
@@ -39,8 +41,11 @@ from ..errors import CorruptDataError, SerializationError
 from ..schema import corrupt, mapping
 from .base import Coded
 from .cm_layout import BLOCK_BITS, STRIDES, choose_fit_strides, choose_strides, lane_layout
+from .context_rows import RowChoice, choose_rows, chunk_spans, code_rows, from_residuals, to_residuals
+from .digit_stream import DigitStream
 
-__all__ = ["STRIDES", "ContextMixingPrior", "ContextMixingPriorV1", "ContextMixingPriorV2", "choose_strides", "lane_layout", "raw_positions"]
+__all__ = ["STRIDES", "ContextMixingPrior", "ContextMixingPriorV1", "ContextMixingPriorV2", "ContextMixingPriorV3",
+           "choose_strides", "lane_layout", "raw_positions"]  # fmt: skip
 
 RAW_ENTROPY = 7.99  # bits per byte from which a byte position is stored raw
 ENCODE_BLOCK_BITS = 1 << 20  # bits per constriction call when encoding
@@ -102,6 +107,15 @@ def _exponent_model_bits(column: np.ndarray, exponent: np.ndarray) -> float:
 
 
 CFG_VERSION, CFG_CODED = 6, 7  # where the kernels' config holds the model version, coded positions
+MODEL_VERSIONS = 3  # the kernels' newest rules; version 4 adds row residuals around them
+#: Bits per value a row must save by the row choice's estimate before version 4 predicts it:
+#: the model's own row and plane contexts already take much of what a conv filter's rows share
+#: (measured: 0.1, fast's margin, left a dense ConvNet gradient 0.4 point larger; 1.0 is even).
+ROW_MARGIN = 1.0
+#: A predicted value's residual magnitude is moved 2^14 around its cycle, so its head never
+#: reads as a small exponent: the model codes the later bytes per exponent, and small residuals
+#: would share the contexts of zeros and tiny values (on ResNet-18 that cost 5.6 points).
+RESIDUAL_LIFT = 1 << 14
 
 
 def _config(n_values: int, group: int, coded: list[int], n_bytes: int, version: int) -> np.ndarray:
@@ -110,7 +124,8 @@ def _config(n_values: int, group: int, coded: list[int], n_bytes: int, version: 
     positions are coded."""
     lanes, lane_len = lane_layout(n_values)
     cfg = np.zeros(CFG_CODED + group, dtype=np.int64)
-    cfg[:CFG_CODED] = group, n_values, lane_len, lanes, len(coded), table_bits(n_bytes, version), version
+    model_version = min(version, MODEL_VERSIONS)
+    cfg[:CFG_CODED] = group, n_values, lane_len, lanes, len(coded), table_bits(n_bytes, version), model_version
     cfg[CFG_CODED : CFG_CODED + len(coded)] = coded
     return cfg
 
@@ -118,6 +133,15 @@ def _config(n_values: int, group: int, coded: list[int], n_bytes: int, version: 
 def _matrix(data: bytes, group: int) -> tuple[np.ndarray, bytes]:
     whole = len(data) // group * group
     return np.frombuffer(data[:whole], dtype=np.uint8).reshape(-1, group).copy(), data[whole:]
+
+
+def _heads(matrix: np.ndarray) -> np.ndarray:
+    """The top 16 bits of each value (its first two bytes), as the row prediction reads them."""
+    return (matrix[:, 0].astype(np.int32) << 8) | matrix[:, 1]
+
+
+def _set_heads(matrix: np.ndarray, heads: np.ndarray) -> None:
+    matrix[:, 0], matrix[:, 1] = heads >> 8, heads & 0xFF
 
 
 class ContextMixingPrior:
@@ -130,7 +154,8 @@ class ContextMixingPrior:
 
     name = "context"
     kind = "context-cm"
-    version = 3
+    version = 4
+    takes_rows = True  # see lmgc.priors.base.encode_input
     default_chunk_bytes = 64 << 20  # the most a header allows: the model learns across a chunk
 
     def __init__(self, raw: list[int] | None = None) -> None:
@@ -162,7 +187,8 @@ class ContextMixingPrior:
     @classmethod
     def describe(cls, identity: dict) -> list[tuple[str, str]]:
         raw = ", ".join(map(str, identity["raw_positions"])) or "none"
-        return [("prior", f"context mixing (level max), byte positions stored raw: {raw}")]
+        rows = ", rows predicted from earlier rows" if identity["version"] >= 4 else ""
+        return [("prior", f"context mixing (level max{rows}), byte positions stored raw: {raw}")]
 
     @classmethod
     def check_symbol_counts(cls, n_symbols, sizes, serialization, group: int) -> None:
@@ -186,12 +212,15 @@ class ContextMixingPrior:
             raise SerializationError(f"bad raw byte positions {raw} for values of {group} bytes")
         return type(self)(sorted(set(raw)))
 
-    def encode(self, stream: bytes, chunks, group: int, batch: int, progress: bool) -> Coded:
+    def encode(self, stream: bytes, chunks, group: int, batch: int, progress: bool, rows=None) -> Coded:
+        """``rows`` (:func:`~lmgc.priors.context_rows.tensor_rows`) lets version 4 predict rows."""
         coder = self.fit(stream, group)
-        payloads = []
+        payloads, start = [], 0
         with progress_bar(len(stream), "compress", progress, unit="B") as bar:
             for chunk in chunks:
-                payloads.append(coder.encode_chunk(chunk, group)[0])
+                spans = chunk_spans(rows, start, len(chunk) // group, group) if rows and self.version >= 4 else []
+                payloads.append(coder.encode_chunk(chunk, group, spans=spans)[0])
+                start += len(chunk)
                 bar.update(len(chunk))
         return Coded(payloads, [len(chunk) for chunk in chunks], coder.identity())
 
@@ -206,15 +235,22 @@ class ContextMixingPrior:
     def _coded(self, group: int) -> list[int]:
         return [p for p in range(group) if p not in self.raw]
 
-    def encode_chunk(self, data: bytes, group: int,
-                     stats: bool = False) -> tuple[bytes, np.ndarray | None]:  # fmt: skip
-        """(payload, with ``stats`` the ideal code length in bits of each coded byte position).
+    def encode_chunk(self, data: bytes, group: int, stats: bool = False,
+                     spans=()) -> tuple[bytes, np.ndarray | None]:  # fmt: skip
+        """(payload, with ``stats`` the ideal code length in bits of each coded byte position);
+        ``spans`` (:func:`~lmgc.priors.context_rows.chunk_spans`) are the chunk's rows.
 
         Payload: two stride indices per block of values (three from version 3), the raw byte
         positions of every value, the bytes of a trailing partial value, then the range coder's
-        words."""
+        words (from version 4 the row prediction first)."""
         model = _model()
         matrix, tail = _matrix(data, group)
+        encoder = range_encoder()
+        if self.version >= 4:
+            choice = choose_rows(_heads(matrix), spans, ROW_MARGIN) if spans else RowChoice.none()
+            if spans:
+                _set_heads(matrix, to_residuals(_heads(matrix), spans, choice, RESIDUAL_LIFT))
+            code_rows(DigitStream(encoder, encoding=True), len(matrix), list(spans), choice)
         coded = self._coded(group)
         cfg = _config(len(matrix), group, coded, len(data), self.version)
         stride_index = choose_strides(matrix)
@@ -227,7 +263,6 @@ class ContextMixingPrior:
         out_probs = np.empty((block * lanes, 2), dtype=np.float64)
         out_bits = np.empty(block * lanes, dtype=np.int32)
         probs = np.empty((lanes, 2), dtype=np.float64)
-        encoder = range_encoder()
         position_bits = np.zeros(len(coded))
         for first in range(0, steps, block):
             stop = min(steps, first + block)
@@ -265,7 +300,12 @@ class ContextMixingPrior:
         probs = np.empty((lanes, 2), dtype=np.float64)
         bits = np.zeros(lanes, dtype=np.int32)
         steps = int(cfg[2]) * 8 * len(coded)
+        spans = []
         try:
+            if self.version >= 4:
+                spans, choice = code_rows(DigitStream(decoder, encoding=False), n_values)
+                if spans and group < 2:
+                    raise CorruptDataError("chunk payload predicts rows of one-byte values")
             for step, active in enumerate(_active_counts(cfg, 0, steps)):
                 model.advance(step, cfg, *state, matrix, bits, probs)
                 bits = decoder.decode(FAMILY, probs[:active])
@@ -273,17 +313,28 @@ class ContextMixingPrior:
             raise CorruptDataError(f"chunk payload is corrupt: {exc}") from None
         if steps:
             model.update(steps - 1, cfg, *state, matrix, bits)
+        if spans:
+            heads = _heads(matrix)
+            from_residuals(heads, spans, choice, RESIDUAL_LIFT)
+            _set_heads(matrix, heads)
         return matrix.tobytes() + payload[raw_end:prefix_size]
 
 
-class ContextMixingPriorV2(ContextMixingPrior):
-    """Version 2 of the model (see :mod:`~lmgc.priors.cm_model`): its files decode
-    (:data:`lmgc.priors.DECODE_ONLY`); it encodes only when built directly."""
+class ContextMixingPriorV3(ContextMixingPrior):
+    """Version 3 (no row residuals): its files decode (:data:`lmgc.priors.DECODE_ONLY`); it
+    encodes only when built directly."""
+
+    version = 3
+    takes_rows = False
+
+
+class ContextMixingPriorV2(ContextMixingPriorV3):
+    """Version 2 of the model (see :mod:`~lmgc.priors.cm_model`), decode-only like version 3."""
 
     version = 2
 
 
-class ContextMixingPriorV1(ContextMixingPrior):
+class ContextMixingPriorV1(ContextMixingPriorV3):
     """Version 1 of the model, decode-only like version 2."""
 
     version = 1

@@ -23,7 +23,7 @@ from ..serialize import hex_digits, pack_hex_digits
 
 __all__ = [
     "ALPHA", "NONE", "N_STRUCTURED", "SEQUENTIAL_KINDS", "PLAIN_KINDS", "RAW", "KINDS", "value_digits",
-    "digits_to_bytes", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample",
+    "digits_to_bytes", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample", "sample_starts",
     "choose_kinds",
 ]  # fmt: skip
 
@@ -157,10 +157,15 @@ class _AdaptiveCost:
 def fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) -> np.ndarray:
     """Evenly spread contiguous blocks of a large matrix: enough to choose contexts, fast. Only
     these rows are read (a lazy matrix streamed from a file computes no others)."""
-    if len(matrix) <= blocks * block_values:
-        return matrix
-    starts = np.linspace(0, len(matrix) - block_values, blocks).astype(np.int64)
-    return np.concatenate([matrix[s : s + block_values] for s in starts])
+    starts = sample_starts(len(matrix), blocks, block_values)
+    return matrix if starts is None else np.concatenate([matrix[s : s + block_values] for s in starts])
+
+
+def sample_starts(n_values: int, blocks: int, block_values: int) -> np.ndarray | None:
+    """Where :func:`fit_sample`'s blocks start (``None``: the input is small, take all of it)."""
+    if n_values <= blocks * block_values:
+        return None
+    return np.linspace(0, n_values - block_values, blocks).astype(np.int64)
 
 
 #: Code lengths closer than this are ties (they differ only by floating-point summation order).
@@ -174,14 +179,18 @@ def _cheapest(kinds, bits: dict[str, float]) -> str:
     return next(kind for kind in kinds if bits[kind] <= best + TIE_BITS)
 
 
-def choose_kinds(matrix: np.ndarray) -> list[str]:
+def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None) -> list[str]:
     """A context kind per digit position: the sequential prefix and kinds that minimize the exact
-    adaptive code length of (a sample of) the data."""
+    adaptive code length of (a sample of) the data. With ``flags`` (0/1 per value, given with a
+    sample) the two sets of values have counts apart, as the codec keeps them."""
     width = matrix.shape[1]
     if not len(matrix):
         return ["z"] * width
-    planes = np.ascontiguousarray(fit_sample(matrix).T, dtype=np.int32)  # contexts < 2^18
+    if flags is None:
+        matrix = fit_sample(matrix)
+    planes = np.ascontiguousarray(matrix.T, dtype=np.int32)  # contexts < 2^18
     n = planes.shape[1]
+    parts = [slice(None)] if flags is None else [part for f in (0, 1) if len(part := np.flatnonzero(flags == f))]
     none = np.full(n, NONE, dtype=np.int32)
     zero = np.ones(n, dtype=np.int32)  # all earlier digits of the value are zero
     cost = _AdaptiveCost(n)
@@ -189,7 +198,12 @@ def choose_kinds(matrix: np.ndarray) -> list[str]:
     for p, digits in enumerate(planes):
         previous = np.concatenate([none[:1], digits[:-1]])  # the same digit of the value before
         previous2 = np.concatenate([none[:2], digits[:-2]])[:n]
-        bits = cost.costs(planes[p - 1] if p else none, previous, previous2, zero, digits)
+        d1 = planes[p - 1] if p else none
+        bits = dict.fromkeys(KINDS, 0.0)
+        for part in parts:
+            for kind, kind_bits in cost.costs(d1[part], previous[part], previous2[part], zero[part],
+                                              digits[part]).items():  # fmt: skip
+                bits[kind] += kind_bits
         zero &= digits == 0
         bits[RAW] = 4.0 * n
         sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
