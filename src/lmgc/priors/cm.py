@@ -41,7 +41,7 @@ from ..errors import CorruptDataError, SerializationError
 from ..schema import corrupt, mapping
 from .base import Coded
 from .cm_layout import BLOCK_BITS, STRIDES, choose_fit_strides, choose_strides, lane_layout
-from .context_rows import RowChoice, choose_rows, chunk_spans, code_rows, from_residuals, to_residuals
+from .context_rows import RowChoice, chunk_spans, code_rows, from_residuals, predict
 from .digit_stream import DigitStream
 
 __all__ = ["STRIDES", "ContextMixingPrior", "ContextMixingPriorV1", "ContextMixingPriorV2", "ContextMixingPriorV3",
@@ -247,9 +247,10 @@ class ContextMixingPrior:
         matrix, tail = _matrix(data, group)
         encoder = range_encoder()
         if self.version >= 4:
-            choice = choose_rows(_heads(matrix), spans, ROW_MARGIN) if spans else RowChoice.none()
+            choice = RowChoice.none()
             if spans:
-                _set_heads(matrix, to_residuals(_heads(matrix), spans, choice, RESIDUAL_LIFT))
+                choice, residuals = predict(_heads(matrix), spans, ROW_MARGIN, RESIDUAL_LIFT)
+                _set_heads(matrix, residuals)
             code_rows(DigitStream(encoder, encoding=True), len(matrix), list(spans), choice)
         coded = self._coded(group)
         cfg = _config(len(matrix), group, coded, len(data), self.version)

@@ -32,7 +32,7 @@ from .context_models import (
     KINDS, N_STRUCTURED, NONE, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, CountTable, check_digit_contexts, choose_kinds,
     digits_to_bytes, fit_sample, kind_context, sample_starts, value_digits,
 )  # fmt: skip
-from .context_rows import RowChoice, RowSpan, choose_rows, chunk_spans, code_rows, from_residuals, to_residuals
+from .context_rows import RowChoice, RowSpan, chunk_spans, code_rows, from_residuals, predict
 from .digit_stream import FIRST_BLOCK, MAX_BLOCK, DigitStream, code_adaptive_blocks
 
 __all__ = ["MAX_LANES", "LANE_VALUES", "FIRST_BLOCK", "MAX_BLOCK", "ContextPrior", "predict_rows"]
@@ -127,9 +127,8 @@ def predict_rows(matrix: np.ndarray, spans) -> tuple[RowChoice, np.ndarray]:
     the per-value flags."""
     if not spans:
         return RowChoice.none(), np.zeros(len(matrix), dtype=np.int32)
-    heads = _heads(matrix)
-    choice = choose_rows(heads, spans)
-    _set_heads(matrix, to_residuals(heads, spans, choice))
+    choice, residuals = predict(_heads(matrix), spans)
+    _set_heads(matrix, residuals)
     return choice, _row_flags(len(matrix), spans, choice)
 
 

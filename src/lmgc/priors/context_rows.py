@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorruptDataError
 from .digit_stream import DigitStream, code_adaptive_blocks
 
-__all__ = ["MAX_BACK", "RowSpan", "RowChoice", "tensor_rows", "chunk_spans", "choose_rows", "to_residuals",
+__all__ = ["MAX_BACK", "RowSpan", "RowChoice", "tensor_rows", "chunk_spans", "choose_rows", "predict", "to_residuals",
            "from_residuals", "check_choice", "code_rows"]  # fmt: skip
 
 MAX_BACK = 32  # reference rows up to this many rows back
@@ -134,9 +134,9 @@ def _best_back(signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _digit_histograms(heads: np.ndarray) -> np.ndarray:
     """Per row of a span's heads, how often each value of each of its four top digits occurs:
     (rows, 4 * 16)."""
-    rows = np.arange(len(heads))[:, None] * 64
-    index = [(rows + 16 * p + ((heads >> (12 - 4 * p)) & 15)).ravel() for p in range(4)]
-    return np.bincount(np.concatenate(index), minlength=64 * len(heads)).reshape(len(heads), 64).astype(np.float64)
+    rows = np.repeat(np.arange(len(heads)) * 16, heads.shape[1])
+    return np.concatenate([np.bincount(rows + ((heads >> (12 - 4 * p)) & 15).ravel(), minlength=16 * len(heads))
+                           .reshape(-1, 16) for p in range(4)], axis=1).astype(np.float64)  # fmt: skip
 
 
 def _digit_costs(histograms: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -156,14 +156,21 @@ def _median_offset(mag: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def choose_rows(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN) -> RowChoice:
-    """The encoder's choice per row: the reference whose signs agree (or disagree) best, the
-    median magnitude offset over the columns where both values are nonzero, and prediction
-    where the row's top digits cost less as residuals than as they are, each under order-0
-    counts of the span's rows coded that way (first all rows, then refined twice), by
+    """The encoder's choice per row (see :func:`predict`)."""
+    return predict(heads, spans, margin)[0]
+
+
+def predict(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN,
+            lift: int = 0) -> tuple[RowChoice, np.ndarray]:  # fmt: skip
+    """The encoder's choice per row and the heads with the chosen rows as residuals (as
+    :func:`to_residuals` makes them). Per row: the reference whose signs agree (or disagree)
+    best, the median magnitude offset over the columns where both values are nonzero, and
+    prediction where the row's top digits cost less as residuals than as they are, each under
+    order-0 counts of the span's rows coded that way (first all rows, then refined twice), by
     ``margin`` bits per value plus the side bits. The fast level keeps the two sets' counts
     apart, so a wrong guess costs it little (measured: 0.1, its margin, beat 0, 0.25 and 0.5
     on a dense ConvNet and two VGG-16 gradients)."""
-    parts = []
+    parts, out = [], heads.copy()
     for span in spans:
         matrix = _span_matrix(heads, span).astype(np.int32)
         mag = matrix & _MAG
@@ -179,10 +186,13 @@ def choose_rows(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MAR
             as_residual = (back > 0) & (gain > margin * span.length)
             as_is = ~as_residual
         use = as_residual
+        if lift and use.any():
+            residual[use] = _residual_heads(matrix[use], reference[use], flip[use, None], offset[use, None], lift)
+        _span_matrix(out, span)[use] = residual[use]
         parts.append((np.where(use, back, 0), np.where(use, flip, 0), np.where(use, offset, 0)))
     if not parts:
-        return RowChoice.none()
-    return RowChoice(*(np.concatenate([part[j] for part in parts]).astype(np.int32) for j in range(3)))
+        return RowChoice.none(), out
+    return RowChoice(*(np.concatenate([part[j] for part in parts]).astype(np.int32) for j in range(3))), out
 
 
 def _rows_of(spans: Sequence[RowSpan]):
