@@ -203,15 +203,20 @@ def _rows_of(spans: Sequence[RowSpan]):
         first += span.count
 
 
+def _predicted(spans: Sequence[RowSpan], choice: RowChoice):
+    """Each span with predicted rows: the span, those rows' indices, and its rows' choices."""
+    for span, rows in _rows_of(spans):
+        back = choice.back[rows]
+        predicted = np.flatnonzero(back)
+        if len(predicted):
+            yield span, predicted, back, choice.flip[rows], choice.offset[rows]
+
+
 def to_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice, lift: int = 0) -> np.ndarray:
     """The heads (top 16 bits of each value, int32) with predicted rows replaced by residuals
     (moved ``lift`` around the cycle of nonzero magnitudes: see :func:`_residual_heads`)."""
     out = heads.copy()
-    for span, rows in _rows_of(spans):
-        back, flip, offset = choice.back[rows], choice.flip[rows], choice.offset[rows]
-        predicted = np.flatnonzero(back)
-        if not len(predicted):
-            continue
+    for span, predicted, back, flip, offset in _predicted(spans, choice):
         matrix = _span_matrix(heads, span)
         reference = matrix[predicted - back[predicted]]
         _span_matrix(out, span)[predicted] = _residual_heads(matrix[predicted], reference, flip[predicted, None],
@@ -221,11 +226,7 @@ def to_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice,
 
 def from_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice, lift: int = 0) -> None:
     """Undo :func:`to_residuals` in place, row after row (a reference is restored first)."""
-    for span, rows in _rows_of(spans):
-        back, flip, offset = choice.back[rows], choice.flip[rows], choice.offset[rows]
-        predicted = np.flatnonzero(back)
-        if not len(predicted):
-            continue
+    for span, predicted, back, flip, offset in _predicted(spans, choice):
         matrix = _span_matrix(heads, span)
         for i in predicted:
             matrix[i] = _restore_row(matrix[i], matrix[i - back[i]], flip[i], offset[i], lift)
