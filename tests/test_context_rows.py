@@ -74,6 +74,7 @@ def test_tensor_rows_only_for_float_rows_with_the_sign_byte_first():
     assert tensor_rows(tensors, 4, "little") == []
     # a chunk from byte 64 of 60 values: the 3-row tensor (bytes 40..112) has rows at 64 and 88
     assert chunk_spans(tensor_rows(tensors, 4, "big"), 64, 60, 4) == [RowSpan(0, 6, 2)]
+    assert chunk_spans([(48, 12)], 0, 12, 4) == []  # rows of 3 values: too short to predict
 
 
 def test_rows_make_low_rank_gradients_smaller_and_round_trip():
@@ -120,6 +121,12 @@ def test_side_information_outside_the_chunk_is_corrupt():
         code_rows(DigitStream(range_decoder(payload), encoding=False), 29)
     none = _side_info([], RowChoice(*[np.zeros(0, np.int64)] * 3), 5)
     assert code_rows(DigitStream(range_decoder(none), encoding=False), 5)[0] == []
+    short = _side_info([RowSpan(0, 2, 3)], RowChoice(np.zeros(3, int), np.zeros(3, int), np.zeros(3, int)), 30)
+    with pytest.raises(CorruptDataError, match="not inside the chunk"):  # rows of fewer than MIN_ROW values
+        code_rows(DigitStream(range_decoder(short), encoding=False), 30)
+    many = _side_info([RowSpan(8 * i, 4, 2) for i in range(4)], RowChoice(*[np.zeros(8, int)] * 3), 30)
+    with pytest.raises(CorruptDataError, match="claims 4 row spans in 30 values"):  # at most 30 // 8
+        code_rows(DigitStream(range_decoder(many), encoding=False), 30)
     too_far = _side_info([RowSpan(0, 10, 3)], RowChoice(np.array([0, 2, 0]), np.zeros(3, int), np.zeros(3, int)), 30)
     with pytest.raises(CorruptDataError, match="outside its tensor"):
         code_rows(DigitStream(range_decoder(too_far), encoding=False), 30)

@@ -27,9 +27,10 @@ from ..errors import CorruptDataError
 from .digit_stream import DigitStream, code_adaptive_blocks
 
 __all__ = ["MAX_BACK", "RowSpan", "RowChoice", "tensor_rows", "chunk_spans", "choose_rows", "predict", "to_residuals",
-           "from_residuals", "check_choice", "code_rows"]  # fmt: skip
+           "from_residuals", "check_choice", "code_rows", "MIN_ROW"]  # fmt: skip
 
 MAX_BACK = 32  # reference rows up to this many rows back
+MIN_ROW = 4  # fewest values in a predicted row: shorter ones save less than their side bits
 SIDE_BITS = 20  # about what a predicted row's choice costs in the payload
 MARGIN = 0.1  # bits per value a predicted row must save (by the estimate)
 _MAG = 0x7FFF
@@ -83,7 +84,7 @@ def chunk_spans(rows: Sequence[tuple[int, int]], chunk_start: int, n_values: int
     spans, tensor_start, chunk_stop = [], 0, chunk_start + n_values * group
     for nbytes, row in rows:
         tensor_stop = tensor_start + nbytes
-        if row and (tensor_start - chunk_start) % group == 0:
+        if row >= MIN_ROW * group and (tensor_start - chunk_start) % group == 0:
             first = max(0, -(-(chunk_start - tensor_start) // row))
             stop = (min(tensor_stop, chunk_stop) - tensor_start) // row
             if stop - first >= 2:
@@ -263,13 +264,14 @@ def code_rows(stream: DigitStream, n_values: int, spans=None, choice: RowChoice 
     """Code (or, decoding, read and check) a chunk's row prediction: its spans, then per row the
     rows back and flip, then the offsets of the predicted rows."""
     n_spans = _code_number(stream, len(spans) if stream.encoding else 0)
-    if n_spans > n_values:
+    if not stream.encoding and n_spans > n_values // (2 * MIN_ROW):  # a span holds two rows or more
         raise CorruptDataError(f"chunk claims {n_spans} row spans in {n_values} values")
     if not stream.encoding:
         spans, stop = [], 0
         for _ in range(n_spans):
             span = RowSpan(*(_code_number(stream, 0) for _ in range(3)))
-            if span.start < stop or span.length < 1 or span.count < 1 or span.start + span.length * span.count > n_values:
+            if (span.start < stop or span.length < MIN_ROW or span.count < 2
+                    or span.start + span.length * span.count > n_values):  # fmt: skip
                 raise CorruptDataError(f"row span {span} is not inside the chunk's {n_values} values after {stop}")
             spans.append(span)
             stop = span.start + span.length * span.count
