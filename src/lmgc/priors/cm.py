@@ -218,7 +218,7 @@ class ContextMixingPrior:
         payloads, start = [], 0
         with progress_bar(len(stream), "compress", progress, unit="B") as bar:
             for chunk in chunks:
-                spans = chunk_spans(rows, start, len(chunk) // group, group) if rows and self.version >= 4 else []
+                spans = chunk_spans(rows or [], start, len(chunk) // group, group) if self.version >= 4 else []
                 payloads.append(coder.encode_chunk(chunk, group, spans=spans)[0])
                 start += len(chunk)
                 bar.update(len(chunk))

@@ -32,7 +32,7 @@ from .context_models import (
     KINDS, N_STRUCTURED, NONE, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, CountTable, check_digit_contexts, choose_kinds,
     digits_to_bytes, fit_sample, kind_context, sample_starts, value_digits,
 )  # fmt: skip
-from .context_rows import RowChoice, RowSpan, chunk_spans, code_rows, from_residuals, predict
+from .context_rows import RowChoice, RowSpan, chunk_spans, code_rows, from_residuals, predict, row_flags
 from .digit_stream import FIRST_BLOCK, MAX_BLOCK, DigitStream, code_adaptive_blocks
 
 __all__ = ["MAX_LANES", "LANE_VALUES", "FIRST_BLOCK", "MAX_BLOCK", "ContextPrior", "predict_rows"]
@@ -112,16 +112,6 @@ def _set_heads(matrix: np.ndarray, heads: np.ndarray) -> None:
         matrix[:, i] = (heads >> (12 - 4 * i)) & 15
 
 
-def _row_flags(n_values: int, spans, choice: RowChoice) -> np.ndarray:
-    flags = np.zeros(n_values, dtype=np.int32)
-    first = 0
-    for span in spans:
-        rows = np.flatnonzero(choice.back[first : first + span.count])
-        flags[span.start : span.start + span.length * span.count].reshape(span.count, span.length)[rows] = 1
-        first += span.count
-    return flags
-
-
 def predict_rows(matrix: np.ndarray, spans) -> tuple[RowChoice, np.ndarray]:
     """Choose the row prediction of a chunk's digit matrix and apply it in place; the choice and
     the per-value flags."""
@@ -129,7 +119,7 @@ def predict_rows(matrix: np.ndarray, spans) -> tuple[RowChoice, np.ndarray]:
         return RowChoice.none(), np.zeros(len(matrix), dtype=np.int32)
     choice, residuals = predict(_heads(matrix), spans)
     _set_heads(matrix, residuals)
-    return choice, _row_flags(len(matrix), spans, choice)
+    return choice, row_flags(len(matrix), spans, choice)
 
 
 class ContextPrior:
@@ -285,7 +275,7 @@ class ContextPrior:
             spans, choice = code_rows(stream, n_values)
             if spans and group < 2:
                 raise CorruptDataError("row prediction in values of one byte")
-            flags = _row_flags(n_values, spans, choice)
+            flags = row_flags(n_values, spans, choice)
         _code_chunk(stream, planes, tail, self.kinds, flags)
         if spans:
             matrix = np.ascontiguousarray(planes[:4].T)

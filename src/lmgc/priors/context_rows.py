@@ -27,7 +27,7 @@ from ..errors import CorruptDataError
 from .digit_stream import DigitStream, code_adaptive_blocks
 
 __all__ = ["MAX_BACK", "RowSpan", "RowChoice", "tensor_rows", "chunk_spans", "choose_rows", "predict", "to_residuals",
-           "from_residuals", "check_choice", "code_rows", "MIN_ROW"]  # fmt: skip
+           "from_residuals", "check_choice", "code_rows", "MIN_ROW", "row_flags"]  # fmt: skip
 
 MAX_BACK = 32  # reference rows up to this many rows back
 MIN_ROW = 4  # fewest values in a predicted row: shorter ones save less than their side bits
@@ -211,6 +211,14 @@ def _predicted(spans: Sequence[RowSpan], choice: RowChoice):
         predicted = np.flatnonzero(back)
         if len(predicted):
             yield span, predicted, back, choice.flip[rows], choice.offset[rows]
+
+
+def row_flags(n_values: int, spans: Sequence[RowSpan], choice: RowChoice) -> np.ndarray:
+    """1 for each value of a predicted row, 0 elsewhere (int32, ``n_values`` long)."""
+    flags = np.zeros(n_values, dtype=np.int32)
+    for span, predicted, *_ in _predicted(spans, choice):
+        _span_matrix(flags, span)[predicted] = 1
+    return flags
 
 
 def to_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice, lift: int = 0) -> np.ndarray:
