@@ -24,7 +24,7 @@ from .container import ContainerWriter
 from .header import header_fields
 from .priors import ContextPrior
 from .priors.base import state_bytes
-from .priors.context_models import value_digits
+from .priors.context_models import LazyValueDigits
 from .priors.context_rows import tensor_rows
 from .serialize import Serialization
 from .sources import LazyTensor, TensorFile
@@ -89,23 +89,6 @@ def cut_chunks(pieces: Iterable[tuple[bytes, bytes]], chunk_bytes: int,
         yield bytes(buffer)
 
 
-class _Digits:
-    """The matrix of :func:`~lmgc.priors.context_models.value_digits` over the whole ordered
-    stream, rows computed when sliced: the context prior's own sampler
-    (:meth:`~lmgc.priors.context.ContextPrior.choose_kinds`) picks its rows, so the sample, and
-    the kinds chosen from it, are the in-memory path's."""
-
-    def __init__(self, ordered: OrderedStream, group: int) -> None:
-        self.ordered, self.group = ordered, group
-
-    def __len__(self) -> int:
-        return self.ordered.total // self.group
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        start, stop = int(rows.start), int(rows.stop)
-        return value_digits(self.ordered.read(start * self.group, (stop - start) * self.group), self.group)[0]
-
-
 def encode_file(prior: ContextPrior, config: CodecConfig, source: TensorFile, out: BinaryIO,
                 progress: bool = False) -> int:  # fmt: skip
     """Write the container for ``source`` to ``out`` front to back; returns its size in bytes.
@@ -118,7 +101,7 @@ def encode_file(prior: ContextPrior, config: CodecConfig, source: TensorFile, ou
     rows = tensor_rows(source.tensors, group, config.serialization.byte_order)
     coder = ContextPrior(prior.kinds, prior.version)
     if coder.kinds is None:
-        coder.kinds = coder.choose_kinds(_Digits(ordered, group), group, rows)
+        coder.kinds = coder.choose_kinds(LazyValueDigits(ordered.read, ordered.total, group), group, rows)
     coder.fit(b"", group)  # the kinds are set: this only checks that they fit the group
     identity = coder.identity()
     batch = config.batch_for(-(-ordered.total // config.chunk_bytes), state_bytes(coder, config.chunk_bytes, group))

@@ -1,14 +1,9 @@
 """Stage 2 without an LLM: the fast codec of the structural context models (``--prior context``).
 
 The models and the encoder's choice of a context kind per digit position live in
-:mod:`lmgc.priors.context_models`; the choice is recorded in the header. Per chunk, the leading
-positions with *sequential* kinds (those that read earlier values: the sign/exponent digits,
-where context pays) are coded in *lanes*: the chunk's values are cut into up to ``MAX_LANES``
-contiguous runs that advance in lockstep, one digit of every lane per numpy step, so a step costs
-a few vectorized calls however many lanes there are. The other positions are coded one after
-another, grouped by their context, with adaptive counts refreshed between geometrically growing
-blocks (a few constriction calls per position); raw digits are packed in front of the range-coded
-part.
+:mod:`lmgc.priors.context_models`; the choice is recorded in the header. How a chunk's digits
+are walked (the sign/exponent positions in lockstep lanes, the others grouped by context, raw
+digits packed in front of the range-coded part) is :mod:`lmgc.priors.context_coding`.
 
 Version 2 first predicts the rows of weight-shaped tensors from earlier rows where the encoder
 is told the tensors' shapes (:mod:`lmgc.priors.context_rows`): the chunk's range-coded part
@@ -28,79 +23,17 @@ from ..errors import CorruptDataError, SerializationError
 from ..schema import corrupt, integer, mapping
 from ..serialize import hex_digits, pack_hex_digits
 from .base import Coded, check_two_symbols_per_byte
+from .context_coding import LANE_VALUES, MAX_LANES, code_planes, digit_planes, planes_to_bytes
 from .context_models import (
-    KINDS, N_STRUCTURED, NONE, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, CountTable, check_digit_contexts, choose_kinds,
-    digits_to_bytes, fit_sample, kind_context, sample_starts, value_digits,
+    KINDS, PLAIN_KINDS, RAW, SEQUENTIAL_KINDS, LazyValueDigits, check_digit_contexts, choose_kinds, fit_sample,
+    sample_starts,
 )  # fmt: skip
 from .context_rows import RowChoice, RowSpan, chunk_spans, code_rows, from_residuals, predict, row_flags
-from .digit_stream import FIRST_BLOCK, MAX_BLOCK, DigitStream, code_adaptive_blocks
+from .digit_stream import FIRST_BLOCK, MAX_BLOCK, DigitStream
 
 __all__ = ["MAX_LANES", "LANE_VALUES", "FIRST_BLOCK", "MAX_BLOCK", "ContextPrior", "predict_rows"]
 
-MAX_LANES = 4096
-LANE_VALUES = 256  # fewest values per lane: short lanes lose the previous-value context too often
 VERSIONS = (1, 2)  # 2: rows predicted (context_rows) and their counts kept apart
-
-
-def _lane_layout(n_values: int) -> tuple[int, int]:
-    lanes = max(1, min(MAX_LANES, n_values // LANE_VALUES))
-    return lanes, -(-n_values // lanes) if n_values else 0
-
-
-def _flagged(contexts: np.ndarray, flags: np.ndarray | None) -> np.ndarray:
-    """Version 2 keeps the counts of row-predicted values (flag 1) apart from the others."""
-    return contexts if flags is None else contexts * 2 + flags
-
-
-def _code_sequential(stream: DigitStream, planes: np.ndarray, kinds: list[str], flags: np.ndarray | None) -> None:
-    """The leading positions with sequential kinds, all lanes in lockstep (fills ``planes``
-    when decoding). Lane ``j`` holds values ``j * length ... (j + 1) * length - 1``."""
-    k, n_values = len(kinds), planes.shape[1]
-    if k == 0 or n_values == 0:
-        return
-    lanes, length = _lane_layout(n_values)
-    grid = np.zeros((k, lanes * length), dtype=np.int32)
-    grid[:, :n_values] = planes[:k]
-    grid = np.ascontiguousarray(grid.reshape(k, lanes, length).transpose(0, 2, 1))  # (k, t, lane)
-    if flags is not None:
-        flag_grid = np.zeros(lanes * length, dtype=np.int32)
-        flag_grid[:n_values] = flags
-        flag_grid = np.ascontiguousarray(flag_grid.reshape(lanes, length).T)
-    table = CountTable(k * N_STRUCTURED * (1 if flags is None else 2))
-    previous = np.full((k, lanes), NONE, dtype=np.int32)
-    previous2 = previous.copy()
-    for t in range(length):
-        active = min(lanes, (n_values - t + length - 1) // length)
-        d1 = np.full(active, NONE, dtype=np.int32)
-        zero = np.ones(active, dtype=np.int32)
-        for p, kind in enumerate(kinds):
-            contexts = kind_context(kind, p, d1, previous[p, :active], previous2[p, :active], zero)
-            contexts = _flagged(contexts, None if flags is None else flag_grid[t, :active])
-            digits = stream.code_rows(grid[p, t, :active], table.rows(contexts))
-            grid[p, t, :active] = digits
-            table.update(contexts, digits)
-            d1, zero = digits, zero & (digits == 0)
-        previous2[:, :active] = previous[:, :active]
-        previous[:, :active] = grid[:, t, :active]
-    planes[:k] = grid.transpose(0, 2, 1).reshape(k, -1)[:, :n_values]
-
-
-def _code_chunk(stream: DigitStream, planes: np.ndarray, tail: np.ndarray, kinds: list[str],
-                flags: np.ndarray | None = None) -> None:  # fmt: skip
-    """Code (or, decoding, fill) one chunk's digits: sequential prefix, then plain positions."""
-    sequential = [kind for kind in kinds if kind in SEQUENTIAL_KINDS]
-    _code_sequential(stream, planes, sequential, flags)
-    zero = np.ones(planes.shape[1], dtype=np.int32)
-    for p in range(len(planes)):
-        if p >= len(sequential) and kinds[p] != RAW:
-            contexts = _flagged(kind_context(kinds[p], 0, planes[p - 1] if p else NONE, NONE, NONE, zero), flags)
-            order = np.argsort(contexts.astype(np.int16), kind="stable")  # a radix sort
-            sizes = np.bincount(contexts)
-            for rows in np.split(order, np.cumsum(sizes[sizes > 0])[:-1]):
-                planes[p, rows] = code_adaptive_blocks(stream, planes[p, rows])
-        zero &= planes[p] == 0
-    if len(tail):
-        tail[:] = stream.code_fixed(tail, np.ones(16))
 
 
 def _heads(matrix: np.ndarray) -> np.ndarray:
@@ -110,6 +43,19 @@ def _heads(matrix: np.ndarray) -> np.ndarray:
 def _set_heads(matrix: np.ndarray, heads: np.ndarray) -> None:
     for i in range(4):
         matrix[:, i] = (heads >> (12 - 4 * i)) & 15
+
+
+def _plane_heads(planes: np.ndarray) -> np.ndarray:
+    """The top 16 bits of each value (int32) from its first four digit planes."""
+    heads = planes[0].astype(np.int32) << 12
+    for p in (1, 2, 3):
+        heads |= planes[p].astype(np.int32) << (12 - 4 * p)
+    return heads
+
+
+def _set_plane_heads(planes: np.ndarray, heads: np.ndarray) -> None:
+    for p in range(4):
+        planes[p] = (heads >> (12 - 4 * p)) & 15
 
 
 def predict_rows(matrix: np.ndarray, spans) -> tuple[RowChoice, np.ndarray]:
@@ -221,7 +167,8 @@ class ContextPrior:
     def fit(self, stream: bytes, group: int, rows=None) -> None:
         """Choose the context kinds for this data (encoder only; the choice is recorded)."""
         if self.kinds is None:
-            self.kinds = self.choose_kinds(value_digits(stream, group)[0], group, rows)
+            digits = LazyValueDigits(lambda start, size: stream[start : start + size], len(stream), group)
+            self.kinds = self.choose_kinds(digits, group, rows)
         elif len(self.kinds) != 2 * group:
             raise SerializationError(f"{len(self.kinds)} digit contexts given for values of "
                                      f"{2 * group} digits")  # fmt: skip
@@ -246,28 +193,32 @@ class ContextPrior:
         """(payload, digits coded) for one chunk; ``spans`` (:meth:`spans`) are its rows."""
         if self.kinds is None:
             raise SerializationError("call fit() before encoding: no context kinds chosen")
-        matrix, tail = value_digits(data, group)
+        planes, tail = digit_planes(data, group)
+        n_values = planes.shape[1]
         stream = DigitStream(range_encoder(), encoding=True)
         flags = None
         if self.version >= 2:
-            choice, flags = predict_rows(matrix, spans)
-            code_rows(stream, len(matrix), list(spans), choice)
-        planes = np.ascontiguousarray(matrix.T)
-        _code_chunk(stream, planes, tail, self.kinds, flags)
+            choice = RowChoice.none()
+            if spans:
+                choice, residuals = predict(_plane_heads(planes), spans)
+                _set_plane_heads(planes, residuals)
+            code_rows(stream, n_values, list(spans), choice)
+            flags = row_flags(n_values, spans, choice)
+        code_planes(stream, planes, tail, self.kinds, flags)
         raw = pack_hex_digits(planes[self._raw_positions()].ravel())
-        return raw + payload_bytes(stream.coder), matrix.size + len(tail)
+        return raw + payload_bytes(stream.coder), planes.size + len(tail)
 
     def decode_chunk(self, payload: bytes, n_bytes: int, group: int) -> bytes:
         if self.kinds is None or len(self.kinds) != 2 * group:
             raise SerializationError("context kinds do not match the recorded group size")
         n_values = n_bytes // group
-        planes = np.zeros((2 * group, n_values), dtype=np.int32)
+        planes = np.zeros((2 * group, n_values), dtype=np.uint8)
         tail = np.zeros(2 * (n_bytes - n_values * group), dtype=np.int32)
         raw_positions = self._raw_positions()
         raw_bytes = (len(raw_positions) * n_values + 1) // 2
         if len(payload) < raw_bytes:
             raise CorruptDataError("chunk payload is shorter than its stored digits")
-        raw = hex_digits(payload[:raw_bytes], np.int32)[: len(raw_positions) * n_values]
+        raw = hex_digits(payload[:raw_bytes], np.uint8)[: len(raw_positions) * n_values]
         planes[raw_positions] = raw.reshape(len(raw_positions), n_values)
         stream = DigitStream(range_decoder(payload[raw_bytes:]), encoding=False)
         spans, flags = [], None
@@ -276,14 +227,12 @@ class ContextPrior:
             if spans and group < 2:
                 raise CorruptDataError("row prediction in values of one byte")
             flags = row_flags(n_values, spans, choice)
-        _code_chunk(stream, planes, tail, self.kinds, flags)
+        code_planes(stream, planes, tail, self.kinds, flags)
         if spans:
-            matrix = np.ascontiguousarray(planes[:4].T)
-            heads = _heads(matrix)
+            heads = _plane_heads(planes)
             from_residuals(heads, spans, choice)
-            _set_heads(matrix, heads)
-            planes[:4] = matrix.T
-        return digits_to_bytes(planes, tail)
+            _set_plane_heads(planes, heads)
+        return planes_to_bytes(planes, tail)
 
     def _raw_positions(self) -> list[int]:
         return [p for p, kind in enumerate(self.kinds) if kind == RAW]

@@ -23,7 +23,7 @@ from ..serialize import hex_digits, pack_hex_digits
 
 __all__ = [
     "ALPHA", "NONE", "N_STRUCTURED", "SEQUENTIAL_KINDS", "PLAIN_KINDS", "RAW", "KINDS", "value_digits",
-    "digits_to_bytes", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample", "sample_starts",
+    "LazyValueDigits", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample", "sample_starts",
     "choose_kinds",
 ]  # fmt: skip
 
@@ -41,12 +41,20 @@ def value_digits(data: bytes, group: int) -> tuple[np.ndarray, np.ndarray]:
     return digits[:whole].reshape(-1, width), digits[whole:]
 
 
-def digits_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
-    """Inverse of :func:`value_digits`, from the transposed (digits, values) layout."""
-    values = np.empty((planes.shape[1], planes.shape[0] // 2), dtype=np.uint8)
-    for j in range(values.shape[1]):
-        values[:, j] = (planes[2 * j] << 4) | planes[2 * j + 1]
-    return values.tobytes() + pack_hex_digits(tail)
+class LazyValueDigits:
+    """The :func:`value_digits` matrix of ``n_bytes`` bytes that ``read(start, size)`` returns,
+    rows computed when sliced: a sampler (:func:`fit_sample`, the context prior's own) spells
+    out only the rows it picks, whether the bytes are in memory or streamed from a file."""
+
+    def __init__(self, read, n_bytes: int, group: int) -> None:
+        self.read, self.n_bytes, self.group = read, n_bytes, group
+
+    def __len__(self) -> int:
+        return self.n_bytes // self.group
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop = int(rows.start), int(rows.stop)
+        return value_digits(self.read(start * self.group, (stop - start) * self.group), self.group)[0]
 
 
 def structured_context(p: int, d1, prev, prev2, zero) -> np.ndarray:
@@ -179,10 +187,11 @@ def _cheapest(kinds, bits: dict[str, float]) -> str:
     return next(kind for kind in kinds if bits[kind] <= best + TIE_BITS)
 
 
-def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None) -> list[str]:
+def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None, raw_margin: float = 0.0) -> list[str]:
     """A context kind per digit position: the sequential prefix and kinds that minimize the exact
     adaptive code length of (a sample of) the data. With ``flags`` (0/1 per value, given with a
-    sample) the two sets of values have counts apart, as the codec keeps them."""
+    sample) the two sets of values have counts apart, as the codec keeps them. A position is
+    stored raw unless coding it saves ``raw_margin`` bits per digit (coding costs time)."""
     width = matrix.shape[1]
     if not len(matrix):
         return ["z"] * width
@@ -207,7 +216,7 @@ def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None) -> list[st
         zero &= digits == 0
         bits[RAW] = 4.0 * n
         sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
-        plain.append(_cheapest([*PLAIN_KINDS, RAW], bits))
+        plain.append(_cheapest([*PLAIN_KINDS, RAW], {**bits, RAW: bits[RAW] - raw_margin * n}))
         bits_saved = bits[plain[-1]] - bits[sequential[-1]]
         plain[-1], sequential[-1] = (plain[-1], 0.0), (sequential[-1], bits_saved)
     saved = np.concatenate([[0.0], np.cumsum([bits_saved for _, bits_saved in sequential])])

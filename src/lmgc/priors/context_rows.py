@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from ..errors import CorruptDataError
 from .digit_stream import DigitStream, code_adaptive_blocks
@@ -93,27 +94,29 @@ def chunk_spans(rows: Sequence[tuple[int, int]], chunk_start: int, n_values: int
     return spans
 
 
-def _residual_heads(own: np.ndarray, reference: np.ndarray, flip, offset, lift: int = 0) -> np.ndarray:
-    """Heads of a row (``own``) as residuals from the reference row's: sign xor the reference's
-    xor ``flip``, and the magnitude's difference from the reference's plus ``offset``, wrapped
-    and zigzagged (0, -1, 1, -2, ... -> 1, 2, 3, 4, ...), then moved ``lift`` further around
-    the cycle. Magnitude 0 (a zero) is kept as it is, sign included, so zeros stay all-zero
-    digits (the context models' cheapest case); the other magnitudes, 1 ... 2^15 - 1, are a
-    cycle of ``_CYCLE`` values."""
-    mag = own & _MAG
-    difference = (mag - 1 - ((reference & _MAG) - 1 + offset)) % _CYCLE
-    difference = np.where(difference > _CYCLE // 2, difference - _CYCLE, difference)
-    zigzag = (np.where(difference >= 0, 2 * difference, -2 * difference - 1) + lift) % _CYCLE + 1
-    return np.where(mag == 0, own, ((own ^ reference ^ (flip << 15)) & _SIGN) | zigzag)
-
-
-def _restore_row(residual: np.ndarray, reference: np.ndarray, flip: int, offset: int, lift: int) -> np.ndarray:
-    """Inverse of :func:`_residual_heads` for one row, given the reference row's heads."""
-    zigzag = ((residual & _MAG) - 1 - lift) % _CYCLE
-    difference = (zigzag >> 1) ^ -(zigzag & 1)
-    mag = ((reference & _MAG) - 1 + offset + difference) % _CYCLE + 1
-    restored = ((residual ^ reference ^ (flip << 15)) & _SIGN) | mag
-    return np.where(residual & _MAG, restored, residual)
+@njit(cache=True)
+def _residual_heads(own, reference, flip, offset, lift):
+    """Heads of rows (``own``, rows x values) as residuals from their reference rows': sign xor
+    the reference's xor the row's ``flip``, and the magnitude's difference from the
+    reference's plus the row's ``offset``, wrapped and zigzagged (0, -1, 1, -2, ... -> 1, 2, 3,
+    4, ...), then moved ``lift`` further around the cycle. Magnitude 0 (a zero) is kept as it
+    is, sign included, so zeros stay all-zero digits (the context models' cheapest case); the
+    other magnitudes, 1 ... 2^15 - 1, are a cycle of ``_CYCLE`` values."""
+    out = np.empty(own.shape, dtype=np.int32)
+    for r in range(own.shape[0]):
+        sign = flip[r] << 15
+        for c in range(own.shape[1]):
+            value, above = own[r, c], reference[r, c]
+            mag = value & _MAG
+            if mag == 0:
+                out[r, c] = value
+                continue
+            difference = (mag - 1 - ((above & _MAG) - 1 + offset[r])) % _CYCLE
+            if difference > _CYCLE // 2:
+                difference -= _CYCLE
+            zigzag = 2 * difference if difference >= 0 else -2 * difference - 1
+            out[r, c] = ((value ^ above ^ sign) & _SIGN) | ((zigzag + lift) % _CYCLE + 1)
+    return out
 
 
 def _span_matrix(heads: np.ndarray, span: RowSpan) -> np.ndarray:
@@ -132,12 +135,17 @@ def _best_back(signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return back, agree
 
 
-def _digit_histograms(heads: np.ndarray) -> np.ndarray:
+@njit(cache=True)
+def _digit_histograms(heads):
     """Per row of a span's heads, how often each value of each of its four top digits occurs:
     (rows, 4 * 16)."""
-    rows = np.repeat(np.arange(len(heads)) * 16, heads.shape[1])
-    return np.concatenate([np.bincount(rows + ((heads >> (12 - 4 * p)) & 15).ravel(), minlength=16 * len(heads))
-                           .reshape(-1, 16) for p in range(4)], axis=1).astype(np.float64)  # fmt: skip
+    out = np.zeros((heads.shape[0], 64))
+    for r in range(heads.shape[0]):
+        for c in range(heads.shape[1]):
+            value = heads[r, c]
+            for p in range(4):
+                out[r, 16 * p + ((value >> (12 - 4 * p)) & 15)] += 1.0
+    return out
 
 
 def _digit_costs(histograms: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -179,7 +187,7 @@ def predict(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN,
         reference = matrix[np.arange(span.count) - back]
         offset = np.where(back > 0, _median_offset(mag, reference & _MAG), 0).astype(np.int32)
         flip = (agree < 0).astype(np.int32)
-        residual = _residual_heads(matrix, reference, flip[:, None], offset[:, None])
+        residual = _residual_heads(matrix, reference, flip, offset, 0)
         as_is, as_residual = np.ones(span.count, dtype=bool), back > 0  # the rows each count fits
         own, predicted = _digit_histograms(matrix), _digit_histograms(residual)
         for _ in range(3):
@@ -188,7 +196,7 @@ def predict(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN,
             as_is = ~as_residual
         use = as_residual
         if lift and use.any():
-            residual[use] = _residual_heads(matrix[use], reference[use], flip[use, None], offset[use, None], lift)
+            residual[use] = _residual_heads(matrix[use], reference[use], flip[use], offset[use], lift)
         _span_matrix(out, span)[use] = residual[use]
         parts.append((np.where(use, back, 0), np.where(use, flip, 0), np.where(use, offset, 0)))
     if not parts:
@@ -228,17 +236,41 @@ def to_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice,
     for span, predicted, back, flip, offset in _predicted(spans, choice):
         matrix = _span_matrix(heads, span)
         reference = matrix[predicted - back[predicted]]
-        _span_matrix(out, span)[predicted] = _residual_heads(matrix[predicted], reference, flip[predicted, None],
-                                                            offset[predicted, None], lift)  # fmt: skip
+        _span_matrix(out, span)[predicted] = _residual_heads(matrix[predicted], reference, flip[predicted],
+                                                            offset[predicted], lift)  # fmt: skip
     return out
 
 
 def from_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice, lift: int = 0) -> None:
-    """Undo :func:`to_residuals` in place, row after row (a reference is restored first)."""
-    for span, predicted, back, flip, offset in _predicted(spans, choice):
-        matrix = _span_matrix(heads, span)
-        for i in predicted:
-            matrix[i] = _restore_row(matrix[i], matrix[i - back[i]], flip[i], offset[i], lift)
+    """Undo :func:`to_residuals` in place, row after row (a reference is restored first): one
+    compiled pass, so its time is linear in the chunk whatever rows a (forged) choice names."""
+    if not spans:
+        return
+    layout = np.array([(span.start, span.length, span.count) for span in spans], dtype=np.int64)
+    _restore_rows(heads, layout, *(np.asarray(field, dtype=np.int64) for field in
+                                   (choice.back, choice.flip, choice.offset)), lift)  # fmt: skip
+
+
+@njit(cache=True)
+def _restore_rows(heads, layout, back, flip, offset, lift):
+    """Inverse of :func:`_residual_heads` over every predicted row of the spans ``layout``
+    (start, length, count), in order, given each row's reference heads."""
+    row = 0
+    for s in range(len(layout)):
+        start, length, count = layout[s, 0], layout[s, 1], layout[s, 2]
+        for r in range(count):
+            steps = back[row + r]
+            if steps == 0:
+                continue
+            own, above = start + r * length, start + (r - steps) * length
+            for c in range(length):
+                residual, reference = heads[own + c], heads[above + c]
+                if residual & _MAG:
+                    zigzag = ((residual & _MAG) - 1 - lift) % _CYCLE
+                    difference = (zigzag >> 1) ^ -(zigzag & 1)
+                    mag = ((reference & _MAG) - 1 + offset[row + r] + difference) % _CYCLE + 1
+                    heads[own + c] = ((residual ^ reference ^ (flip[row + r] << 15)) & _SIGN) | mag
+        row += count
 
 
 def check_choice(spans: Sequence[RowSpan], choice: RowChoice) -> None:
