@@ -101,6 +101,8 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
     rng = np.random.default_rng(0)  # rows nearly scaled copies: both levels predict them
     low_rank = (np.outer(rng.normal(size=64), rng.normal(size=128)) * (1 + 1e-3 * rng.normal(size=(64, 128)))
                 * 1e-3).astype(np.float32)  # fmt: skip
+    sparse = values[:4096].copy()  # dead channels: kind zr stores the nonzero values' low digits raw
+    sparse[rng.random(4096) < 0.4] = 0
     return {
         "context, rows predicted (2 tensors, 2 chunks)": (lmgc.compress({"w": low_rank, "b": values[:7].copy()},
                                                                          prior="context", chunk_bytes=16384), True),
@@ -110,6 +112,9 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
                                                         chunk_bytes=4096), True),  # fmt: skip
         "context, a folder of 2 files": (folder, True),
         "context, one 32 KB chunk": (lmgc.compress(values[:8192].copy(), prior="context"), True),
+        "context version 3, sparse (raw digits of kind zr, 2 chunks)": (lmgc.compress(
+            sparse, prior="context", chunk_bytes=8192), True),
+        "context version 2 (golden, rows predicted)": ((GOLDEN / "rows-context2.lmgc").read_bytes(), True),
         "context + lossy quant:8": (lmgc.compress(sample, prior="context", lossy="quant:8"), True),
         "version 1 golden (context)": ((GOLDEN / "sample-v1-context.lmgc").read_bytes(), False),
         "context --level max model version 1 (golden)": ((GOLDEN / "sample-v2-cm1.lmgc").read_bytes(), True),

@@ -21,7 +21,7 @@ from lmgc.errors import (
     SerializationError,
 )
 from lmgc.priors.context import ContextPrior
-from lmgc.priors.context_models import KINDS, choose_kinds, value_digits
+from lmgc.priors.context_models import KINDS, ZERO_RAW, choose_kinds, value_digits
 from lmgc.priors.hybrid import HybridPrior, HybridPriorV1, HybridPriorV3
 from lmgc.priors.llm import nibbles, pack_nibbles
 from lmgc.priors.mixer import GeometricMixer
@@ -75,7 +75,7 @@ def test_random_digits_are_stored_raw():
 
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=3000), st.sampled_from([1, 2, 4, 8]),
-       st.lists(st.sampled_from(sorted(KINDS)), min_size=16, max_size=16))  # fmt: skip
+       st.lists(st.sampled_from(sorted([*KINDS, ZERO_RAW])), min_size=16, max_size=16))  # fmt: skip
 def test_any_bytes_any_valid_kinds_round_trip(data, group, kinds):
     kinds = kinds[: 2 * group]
     sequential = [k for k in kinds if k in ("zP", "s1", "s2", "sP2")]
@@ -128,7 +128,7 @@ def test_corrupt_or_foreign_context_files_are_refused(gradient_bytes):
     bad = _edit(blob, lambda h: h["prior"].update(digit_contexts=["s2"] * 3))
     with pytest.raises(CorruptDataError, match="context"):
         Decompressor().decompress(bad)
-    newer = _edit(blob, lambda h: h["prior"].update(version=3))
+    newer = _edit(blob, lambda h: h["prior"].update(version=4))
     with pytest.raises(CorruptDataError, match="unsupported context-model settings"):
         Decompressor().decompress(newer)
     other = _edit(blob, lambda h: h["environment"].update(constriction="0.0.1"))

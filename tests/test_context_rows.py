@@ -1,4 +1,4 @@
-"""Row prediction in the fast context codec (context prior version 2): the residual transform,
+"""Row prediction in the fast context codec (context prior version 2 and on): the residual transform,
 the encoder's choice, the side information read back from untrusted payloads, and round trips
 through the API, the streaming path and a golden file."""
 
@@ -80,10 +80,11 @@ def test_tensor_rows_only_for_float_rows_with_the_sign_byte_first():
 def test_rows_make_low_rank_gradients_smaller_and_round_trip():
     x = _low_rank()
     v1 = lmgc.compress({"w": x}, prior=ContextPrior(version=1))
-    v2 = lmgc.compress({"w": x}, prior="context")
-    assert unpack(v2).header.prior["version"] == 2
-    assert len(v2) < 0.9 * len(v1)
-    for blob in (v1, v2):
+    v2 = lmgc.compress({"w": x}, prior=ContextPrior(version=2))
+    v3 = lmgc.compress({"w": x}, prior="context")
+    assert [unpack(blob).header.prior["version"] for blob in (v2, v3)] == [2, 3]
+    assert len(v2) < 0.9 * len(v1) and len(v3) < 0.9 * len(v1)
+    for blob in (v1, v2, v3):
         assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()
     little = lmgc.compress({"w": x}, prior="context", serialization="hex-comma-le")  # no rows: still exact
     assert lmgc.decompress(little)["w"].tobytes() == x.tobytes()
@@ -136,4 +137,4 @@ def test_golden_rows_file_decodes_and_the_encoder_still_makes_it():
     x = _low_rank(48, 96, 3)
     blob = GOLDEN.read_bytes()
     assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()
-    assert lmgc.compress({"w": x}, prior="context") == blob
+    assert lmgc.compress({"w": x}, prior=ContextPrior(version=2)) == blob

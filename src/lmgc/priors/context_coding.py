@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .context_models import ALPHA, KINDS, N_STRUCTURED, NONE, RAW, SEQUENTIAL_KINDS
+from .context_models import ALPHA, KINDS, N_STRUCTURED, NONE, RAW, SEQUENTIAL_KINDS, ZERO_RAW
 from .digit_stream import DigitStream, code_adaptive_blocks
 
 __all__ = ["MAX_LANES", "LANE_VALUES", "lane_layout", "code_planes", "digit_planes", "planes_to_bytes"]
@@ -178,19 +178,26 @@ def code_planes(stream: DigitStream, planes: np.ndarray, tail: np.ndarray, kinds
                 flags: np.ndarray | None = None) -> None:  # fmt: skip
     """Code (or, decoding, fill) one chunk's digits: sequential prefix, then plain positions, then
     the digits of a trailing partial value. Raw positions are not touched (they travel packed
-    beside the range-coded part). ``flags``: 1 per row-predicted value (version 2)."""
+    beside the range-coded part); kind ``zr`` (version 3) stores the digits of values not zero
+    so far raw through ``stream``. ``flags``: 1 per row-predicted value (version 2)."""
     flags = np.zeros(0, dtype=np.uint8) if flags is None else flags.astype(np.uint8)
     sequential = [kind for kind in kinds if kind in SEQUENTIAL_KINDS]
     _code_lanes(stream, planes, sequential, flags)
     zero = np.ones(planes.shape[1], dtype=np.uint8)  # all earlier digits of the value are zero
     for p, plane in enumerate(planes):
         if p >= len(sequential) and kinds[p] != RAW:
-            contexts, sizes = _plain_contexts(planes, p, KINDS[kinds[p]][0], flags, zero)
+            use_d1 = 0 if kinds[p] == ZERO_RAW else KINDS[kinds[p]][0]
+            contexts, sizes = _plain_contexts(planes, p, use_d1, flags, zero)
             digits = _grouped(plane, contexts, sizes) if stream.encoding else np.zeros(len(plane), dtype=np.int32)
             start = 0
-            for size in sizes[sizes > 0]:
-                code_adaptive_blocks(stream, digits[start : start + size])
-                start += size
+            for context in np.flatnonzero(sizes):
+                group = digits[start : start + sizes[context]]
+                zero_so_far = (context >> 1 if len(flags) else context) & 1
+                if kinds[p] == ZERO_RAW and not zero_so_far:
+                    stream.code_raw(group)  # a nonzero value's low digits: random
+                else:
+                    code_adaptive_blocks(stream, group)
+                start += len(group)
             if not stream.encoding:
                 _ungroup(plane, contexts, sizes, digits)
         _still_zero(zero, plane)

@@ -71,6 +71,9 @@ PLAIN_KINDS = {"z": (0, 0, 0), "zd": (1, 0, 0)}
 #: are random, and an adaptive model pays a learning cost on top of their 4 bits.
 RAW = "raw"
 KINDS = SEQUENTIAL_KINDS | PLAIN_KINDS | {RAW: (0, 0, 0)}
+#: The fast codec's (version 3) kind for a gradient's low mantissa digits: raw, except in values
+#: that are zero so far, whose digits are coded with kind ``z``'s counts (nearly all zeros).
+ZERO_RAW = "zr"
 
 
 def kind_context(kind: str, p: int, d1, prev, prev2, zero) -> np.ndarray:
@@ -80,10 +83,10 @@ def kind_context(kind: str, p: int, d1, prev, prev2, zero) -> np.ndarray:
                               prev2 if use_prev2 else NONE, zero)  # fmt: skip
 
 
-def check_digit_contexts(contexts, group: int) -> list[str]:
-    """A recorded (untrusted) choice of a context kind per digit of a value."""
+def check_digit_contexts(contexts, group: int, kinds=KINDS) -> list[str]:
+    """A recorded (untrusted) choice of a context kind (one of ``kinds``) per digit of a value."""
     if not isinstance(contexts, list) or len(contexts) != 2 * group or any(
-            not isinstance(k, str) or k not in KINDS for k in contexts):  # fmt: skip
+            not isinstance(k, str) or k not in kinds for k in contexts):  # fmt: skip
         raise corrupt(f"digit_contexts must be {2 * group} context kinds", contexts)
     return contexts
 
@@ -139,6 +142,11 @@ class _AdaptiveCost:
         joint = np.bincount(index, minlength=int(np.prod(self._SHAPE))).reshape(self._SHAPE)
         return {kind: self._bits(self._marginal_rows(joint, kind)) for kind in kinds}
 
+    def zero_bits(self, zero, digits) -> float:
+        """Code length of the digits of the values that are zero so far (``zero`` 1) under one
+        adaptive count row, as kind ``z`` codes them."""
+        return self._bits(np.bincount(digits[zero == 1], minlength=16)[None, :])
+
     @staticmethod
     def _kind_rows(kind: str, d1, prev, prev2, zero, digits) -> np.ndarray:
         """Rows from the lowest context seen on (the ones before it are empty)."""
@@ -187,11 +195,13 @@ def _cheapest(kinds, bits: dict[str, float]) -> str:
     return next(kind for kind in kinds if bits[kind] <= best + TIE_BITS)
 
 
-def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None, raw_margin: float = 0.0) -> list[str]:
+def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None, raw_margin: float = 0.0,
+                 zero_raw: bool = False) -> list[str]:  # fmt: skip
     """A context kind per digit position: the sequential prefix and kinds that minimize the exact
     adaptive code length of (a sample of) the data. With ``flags`` (0/1 per value, given with a
-    sample) the two sets of values have counts apart, as the codec keeps them. A position is
-    stored raw unless coding it saves ``raw_margin`` bits per digit (coding costs time)."""
+    sample) the two sets of values have counts apart, as the codec keeps them. ``zero_raw``
+    offers :data:`ZERO_RAW`; a digit is stored raw unless coding it saves ``raw_margin`` bits
+    (coding a digit costs the decoder far more time than copying it)."""
     width = matrix.shape[1]
     if not len(matrix):
         return ["z"] * width
@@ -213,10 +223,15 @@ def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None, raw_margin
             for kind, kind_bits in cost.costs(d1[part], previous[part], previous2[part], zero[part],
                                               digits[part]).items():  # fmt: skip
                 bits[kind] += kind_bits
+        bits[RAW], credit = 4.0 * n, {RAW: raw_margin * n}
+        if zero_raw:
+            n_raw = n - int(zero.sum())
+            bits[ZERO_RAW] = 4.0 * n_raw + sum(cost.zero_bits(zero[part], digits[part]) for part in parts)
+            credit[ZERO_RAW] = raw_margin * n_raw
         zero &= digits == 0
-        bits[RAW] = 4.0 * n
         sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
-        plain.append(_cheapest([*PLAIN_KINDS, RAW], {**bits, RAW: bits[RAW] - raw_margin * n}))
+        plain.append(_cheapest([*PLAIN_KINDS, RAW, *([ZERO_RAW] if zero_raw else [])],
+                               {kind: bits[kind] - credit.get(kind, 0.0) for kind in bits}))  # fmt: skip
         bits_saved = bits[plain[-1]] - bits[sequential[-1]]
         plain[-1], sequential[-1] = (plain[-1], 0.0), (sequential[-1], bits_saved)
     saved = np.concatenate([[0.0], np.cumsum([bits_saved for _, bits_saved in sequential])])

@@ -7,12 +7,13 @@ the encoder and the decoder, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
 
 from ..coder import FAMILY
+from ..errors import CorruptDataError
 from .context_models import ALPHA
 
 __all__ = ["FIRST_BLOCK", "MAX_BLOCK", "DigitStream", "code_adaptive_blocks"]
@@ -23,10 +24,15 @@ MAX_BLOCK = 1 << 16
 
 @dataclass
 class DigitStream:
-    """One chunk's range coder; ``encoding`` picks the direction, so one loop serves both."""
+    """One chunk's range coder; ``encoding`` picks the direction, so one loop serves both.
+
+    Digits that no model predicts (:meth:`code_raw`) bypass the coder: the encoder collects them
+    in ``raw``, the decoder takes them in order from ``raw`` (given whole, ``int32``)."""
 
     coder: object
     encoding: bool
+    raw: list | np.ndarray = field(default_factory=list)
+    _taken: int = 0
 
     def code_rows(self, digits: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Code one digit per row of unnormalized probabilities; returns the digits."""
@@ -42,6 +48,23 @@ class DigitStream:
             return self.coder.decode(model, len(digits))
         self.coder.encode(digits, model)
         return digits
+
+
+    def code_raw(self, digits: np.ndarray) -> np.ndarray:
+        """Store ``len(digits)`` digits as they are (4 bits each, beside the coded part)."""
+        if self.encoding:
+            self.raw.append(np.array(digits, dtype=np.uint8))
+            return digits
+        stop = self._taken + len(digits)
+        if stop > len(self.raw):
+            raise CorruptDataError(f"chunk payload stores {len(self.raw)} raw digits; decoding needs more")
+        digits[:] = self.raw[self._taken : stop]
+        self._taken = stop
+        return digits
+
+    def raw_left(self) -> int:
+        """Stored raw digits not taken (decoding): a well-formed chunk leaves none."""
+        return len(self.raw) - self._taken
 
 
 def code_adaptive_blocks(stream: DigitStream, digits: np.ndarray) -> np.ndarray:
