@@ -37,3 +37,10 @@ def test_version_info_and_context_prior_commands_import_no_torch(tmp_path):
                             capture_output=True, text=True, check=True)  # fmt: skip
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
     assert (tmp_path / "back.npy").read_bytes() == grad.read_bytes()
+
+
+def test_importing_lmgc_loads_no_compiler():
+    """numba (about 0.3 s to import) loads when a codec first runs a compiled kernel."""
+    result = subprocess.run([sys.executable, "-c", "import sys, lmgc; print('numba' in sys.modules)"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert result.stdout.strip() == "False", result.stdout + result.stderr

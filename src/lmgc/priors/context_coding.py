@@ -9,17 +9,18 @@ The other positions are coded one after another, grouped by their context, with 
 refreshed between geometrically growing blocks (a few constriction calls per group).
 
 The per-value work between those calls (contexts, count rows, count updates, grouping) is
-compiled with numba: in numpy it took as long as the range coder itself. Counts are float32
-integers plus ``ALPHA`` updated in value order, exactly as :class:`~.context_models.CountTable`
-does, so the coded bytes do not depend on this being compiled.
+compiled with numba (:mod:`lmgc.priors.context_kernels`): in numpy it took as long as the range
+coder itself. Counts are float32 integers plus ``ALPHA`` updated in value order, exactly as
+:class:`~.context_models.CountTable` does, so the coded bytes do not depend on this being
+compiled.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from .context_models import ALPHA, KINDS, N_STRUCTURED, NONE, RAW, SEQUENTIAL_KINDS, ZERO_RAW
+from .context_models import ALPHA, KINDS, N_STRUCTURED, RAW, SEQUENTIAL_KINDS, ZERO_RAW
+from .context_rows import compiled
 from .digit_stream import DigitStream, code_adaptive_blocks
 
 __all__ = ["MAX_LANES", "LANE_VALUES", "lane_layout", "code_planes", "digit_planes", "planes_to_bytes"]
@@ -57,92 +58,6 @@ def planes_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
     return values.tobytes() + ((rest[0::2] << 4) | rest[1::2]).tobytes()
 
 
-@njit(cache=True)
-def _lane_contexts(grid, p, t, active, uses, flags, counts, contexts, rows, digits):
-    """Step ``t`` of position ``p``: each active lane's context, its count row, and (encoding)
-    its digit. ``grid[p, t, j]`` is digit ``p`` of lane ``j``'s ``t``-th value; ``uses``:
-    (previous digit, previous value, value before) as the kind reads them; ``flags`` is empty or
-    1 per row-predicted value, laid out as the grid (its counts are kept apart)."""
-    for j in range(active):
-        d1 = grid[p - 1, t, j] if uses[0] and p > 0 else NONE
-        prev = grid[p, t - 1, j] if uses[1] and t >= 1 else NONE
-        prev2 = grid[p, t - 2, j] if uses[2] and t >= 2 else NONE
-        zero = 1
-        for q in range(p):
-            if grid[q, t, j] != 0:
-                zero = 0
-        context = p * N_STRUCTURED + ((d1 * 17 + prev) * 17 + prev2) * 2 + zero
-        if len(flags):
-            context = context * 2 + flags[t, j]
-        contexts[j] = context
-        for d in range(16):
-            rows[j, d] = counts[context, d]
-        digits[j] = grid[p, t, j]
-
-
-@njit(cache=True)
-def _lane_update(grid, p, t, active, counts, contexts, digits):
-    """After step ``t``: count the coded digits and (decoding) put them in place."""
-    for j in range(active):
-        counts[contexts[j], digits[j]] += np.float32(1.0)
-        grid[p, t, j] = digits[j]
-
-
-_PLAIN_CONTEXTS = ((16 * 17 + NONE) * 17 + NONE) * 4 + 4  # previous digit, zero so far, flag
-
-
-@njit(cache=True)
-def _plain_contexts(planes, p, use_d1, flags, zero):
-    """Each value's context at plain position ``p`` (previous digit if the kind reads it, zero
-    so far, flag), and how many values each context has."""
-    n = planes.shape[1]
-    contexts = np.empty(n, dtype=np.int32)
-    for i in range(n):
-        d1 = np.int32(planes[p - 1, i]) if use_d1 and p > 0 else np.int32(NONE)
-        context = ((d1 * 17 + NONE) * 17 + NONE) * 2 + zero[i]
-        contexts[i] = context * 2 + flags[i] if len(flags) else context
-    sizes = np.zeros(_PLAIN_CONTEXTS, dtype=np.int64)
-    for i in range(n):
-        sizes[contexts[i]] += 1
-    return contexts, sizes
-
-
-@njit(cache=True)
-def _group_starts(sizes):
-    starts = np.zeros(len(sizes), dtype=np.int64)
-    starts[1:] = np.cumsum(sizes)[:-1]
-    return starts
-
-
-@njit(cache=True)
-def _grouped(plane, contexts, sizes):
-    """The digits of ``plane`` grouped by context: ascending context, value order within one."""
-    starts = _group_starts(sizes)
-    digits = np.empty(len(contexts), dtype=np.int32)
-    for i in range(len(contexts)):
-        context = contexts[i]
-        digits[starts[context]] = plane[i]
-        starts[context] += 1
-    return digits
-
-
-@njit(cache=True)
-def _ungroup(plane, contexts, sizes, digits):
-    """Inverse of :func:`_grouped`: each value's digit into ``plane``."""
-    starts = _group_starts(sizes)
-    for i in range(len(contexts)):
-        context = contexts[i]
-        plane[i] = digits[starts[context]]
-        starts[context] += 1
-
-
-@njit(cache=True)
-def _still_zero(zero, plane):
-    for i in range(len(zero)):
-        if plane[i] != 0:
-            zero[i] = 0
-
-
 def _lane_major(rows: np.ndarray, lanes: int, length: int) -> np.ndarray:
     """``rows[..., value]`` as ``[..., t, lane]`` (value ``lane * length + t``), zero-padded: a
     step's digits side by side in memory."""
@@ -158,6 +73,7 @@ def _code_lanes(stream: DigitStream, planes: np.ndarray, kinds: list[str], flags
     if k == 0 or n_values == 0:
         return
     lanes, length = lane_layout(n_values)
+    kernels = compiled()
     grid = _lane_major(planes[:k], lanes, length)
     flag_grid = _lane_major(flags, lanes, length) if len(flags) else np.zeros((0, 0), dtype=np.uint8)
     counts = np.full((k * N_STRUCTURED * (2 if len(flags) else 1), 16), ALPHA, dtype=np.float32)
@@ -168,9 +84,9 @@ def _code_lanes(stream: DigitStream, planes: np.ndarray, kinds: list[str], flags
     for t in range(length):
         active = min(lanes, (n_values - t + length - 1) // length)
         for p in range(k):
-            _lane_contexts(grid, p, t, active, uses[p], flag_grid, counts, contexts, rows, digits)
+            kernels.lane_contexts(grid, p, t, active, uses[p], flag_grid, counts, contexts, rows, digits)
             coded = stream.code_rows(digits[:active], rows[:active])
-            _lane_update(grid, p, t, active, counts, contexts, coded)
+            kernels.lane_update(grid, p, t, active, counts, contexts, coded)
     planes[:k] = grid.swapaxes(1, 2).reshape(k, -1)[:, :n_values]
 
 
@@ -182,13 +98,14 @@ def code_planes(stream: DigitStream, planes: np.ndarray, tail: np.ndarray, kinds
     so far raw through ``stream``. ``flags``: 1 per row-predicted value (version 2)."""
     flags = np.zeros(0, dtype=np.uint8) if flags is None else flags.astype(np.uint8)
     sequential = [kind for kind in kinds if kind in SEQUENTIAL_KINDS]
+    kernels = compiled()
     _code_lanes(stream, planes, sequential, flags)
     zero = np.ones(planes.shape[1], dtype=np.uint8)  # all earlier digits of the value are zero
     for p, plane in enumerate(planes):
         if p >= len(sequential) and kinds[p] != RAW:
             use_d1 = 0 if kinds[p] == ZERO_RAW else KINDS[kinds[p]][0]
-            contexts, sizes = _plain_contexts(planes, p, use_d1, flags, zero)
-            digits = _grouped(plane, contexts, sizes) if stream.encoding else np.zeros(len(plane), dtype=np.int32)
+            contexts, sizes = kernels.plain_contexts(planes, p, use_d1, flags, zero)
+            digits = kernels.grouped(plane, contexts, sizes) if stream.encoding else np.zeros(len(plane), np.int32)
             start = 0
             for context in np.flatnonzero(sizes):
                 group = digits[start : start + sizes[context]]
@@ -199,7 +116,7 @@ def code_planes(stream: DigitStream, planes: np.ndarray, tail: np.ndarray, kinds
                     code_adaptive_blocks(stream, group)
                 start += len(group)
             if not stream.encoding:
-                _ungroup(plane, contexts, sizes, digits)
-        _still_zero(zero, plane)
+                kernels.ungroup(plane, contexts, sizes, digits)
+        kernels.still_zero(zero, plane)
     if len(tail):
         tail[:] = stream.code_fixed(tail, np.ones(16))

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..schema import corrupt
-from ..serialize import hex_digits, pack_hex_digits
+from ..serialize import hex_digits
 
 __all__ = [
-    "ALPHA", "NONE", "N_STRUCTURED", "SEQUENTIAL_KINDS", "PLAIN_KINDS", "RAW", "KINDS", "value_digits",
-    "LazyValueDigits", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample", "sample_starts",
-    "choose_kinds",
+    "ALPHA", "NONE", "N_STRUCTURED", "SEQUENTIAL_KINDS", "PLAIN_KINDS", "RAW", "KINDS", "ZERO_RAW", "value_digits",
+    "LazyValueDigits", "structured_context", "kind_context", "check_digit_contexts", "CountTable", "fit_sample",
+    "sample_starts", "choose_kinds",
 ]  # fmt: skip
 
 ALPHA = 0.5  # Krichevsky–Trofimov prior count of every digit

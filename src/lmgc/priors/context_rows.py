@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from ..errors import CorruptDataError
 from .digit_stream import DigitStream, code_adaptive_blocks
@@ -34,9 +33,9 @@ MAX_BACK = 32  # reference rows up to this many rows back
 MIN_ROW = 4  # fewest values in a predicted row: shorter ones save less than their side bits
 SIDE_BITS = 20  # about what a predicted row's choice costs in the payload
 MARGIN = 0.1  # bits per value a predicted row must save (by the estimate)
-_MAG = 0x7FFF
-_SIGN = 0x8000
-_CYCLE = 0x7FFF  # nonzero 15-bit magnitudes
+MAG = 0x7FFF
+SIGN = 0x8000
+CYCLE = 0x7FFF  # nonzero 15-bit magnitudes
 FLOATS = {"float16", "bfloat16", "float32", "float64"}  # sign, exponent, mantissa from the top bit down
 
 
@@ -94,29 +93,12 @@ def chunk_spans(rows: Sequence[tuple[int, int]], chunk_start: int, n_values: int
     return spans
 
 
-@njit(cache=True)
-def _residual_heads(own, reference, flip, offset, lift):
-    """Heads of rows (``own``, rows x values) as residuals from their reference rows': sign xor
-    the reference's xor the row's ``flip``, and the magnitude's difference from the
-    reference's plus the row's ``offset``, wrapped and zigzagged (0, -1, 1, -2, ... -> 1, 2, 3,
-    4, ...), then moved ``lift`` further around the cycle. Magnitude 0 (a zero) is kept as it
-    is, sign included, so zeros stay all-zero digits (the context models' cheapest case); the
-    other magnitudes, 1 ... 2^15 - 1, are a cycle of ``_CYCLE`` values."""
-    out = np.empty(own.shape, dtype=np.int32)
-    for r in range(own.shape[0]):
-        sign = flip[r] << 15
-        for c in range(own.shape[1]):
-            value, above = own[r, c], reference[r, c]
-            mag = value & _MAG
-            if mag == 0:
-                out[r, c] = value
-                continue
-            difference = (mag - 1 - ((above & _MAG) - 1 + offset[r])) % _CYCLE
-            if difference > _CYCLE // 2:
-                difference -= _CYCLE
-            zigzag = 2 * difference if difference >= 0 else -2 * difference - 1
-            out[r, c] = ((value ^ above ^ sign) & _SIGN) | ((zigzag + lift) % _CYCLE + 1)
-    return out
+def compiled():
+    """The numba kernels (:mod:`lmgc.priors.context_kernels`), imported on first use: ``import
+    lmgc`` stays free of numba."""
+    from . import context_kernels
+
+    return context_kernels
 
 
 def _span_matrix(heads: np.ndarray, span: RowSpan) -> np.ndarray:
@@ -133,19 +115,6 @@ def _best_back(signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         better = np.abs(score) > np.abs(agree[m:])
         back[m:][better], agree[m:][better] = m, score[better]
     return back, agree
-
-
-@njit(cache=True)
-def _digit_histograms(heads):
-    """Per row of a span's heads, how often each value of each of its four top digits occurs:
-    (rows, 4 * 16)."""
-    out = np.zeros((heads.shape[0], 64))
-    for r in range(heads.shape[0]):
-        for c in range(heads.shape[1]):
-            value = heads[r, c]
-            for p in range(4):
-                out[r, 16 * p + ((value >> (12 - 4 * p)) & 15)] += 1.0
-    return out
 
 
 def _digit_costs(histograms: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -179,24 +148,24 @@ def predict(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN,
     ``margin`` bits per value plus the side bits. The fast level keeps the two sets' counts
     apart, so a wrong guess costs it little (measured: 0.1, its margin, beat 0, 0.25 and 0.5
     on a dense ConvNet and two VGG-16 gradients)."""
-    parts, out = [], heads.copy()
+    parts, out, kernels = [], heads.copy(), compiled()
     for span in spans:
         matrix = _span_matrix(heads, span).astype(np.int32)
-        mag = matrix & _MAG
-        back, agree = _best_back(np.where(matrix & _SIGN, np.float32(-1), np.float32(1)))
+        mag = matrix & MAG
+        back, agree = _best_back(np.where(matrix & SIGN, np.float32(-1), np.float32(1)))
         reference = matrix[np.arange(span.count) - back]
-        offset = np.where(back > 0, _median_offset(mag, reference & _MAG), 0).astype(np.int32)
+        offset = np.where(back > 0, _median_offset(mag, reference & MAG), 0).astype(np.int32)
         flip = (agree < 0).astype(np.int32)
-        residual = _residual_heads(matrix, reference, flip, offset, 0)
+        residual = kernels.residual_heads(matrix, reference, flip, offset, 0)
         as_is, as_residual = np.ones(span.count, dtype=bool), back > 0  # the rows each count fits
-        own, predicted = _digit_histograms(matrix), _digit_histograms(residual)
+        own, predicted = kernels.digit_histograms(matrix), kernels.digit_histograms(residual)
         for _ in range(3):
             gain = _digit_costs(own, as_is) - _digit_costs(predicted, as_residual) - SIDE_BITS
             as_residual = (back > 0) & (gain > margin * span.length)
             as_is = ~as_residual
         use = as_residual
         if lift and use.any():
-            residual[use] = _residual_heads(matrix[use], reference[use], flip[use], offset[use], lift)
+            residual[use] = kernels.residual_heads(matrix[use], reference[use], flip[use], offset[use], lift)
         _span_matrix(out, span)[use] = residual[use]
         parts.append((np.where(use, back, 0), np.where(use, flip, 0), np.where(use, offset, 0)))
     if not parts:
@@ -231,12 +200,13 @@ def row_flags(n_values: int, spans: Sequence[RowSpan], choice: RowChoice) -> np.
 
 def to_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoice, lift: int = 0) -> np.ndarray:
     """The heads (top 16 bits of each value, int32) with predicted rows replaced by residuals
-    (moved ``lift`` around the cycle of nonzero magnitudes: see :func:`_residual_heads`)."""
-    out = heads.copy()
+    (moved ``lift`` around the cycle of nonzero magnitudes: see
+    :func:`~lmgc.priors.context_kernels.residual_heads`)."""
+    out, kernels = heads.copy(), compiled()
     for span, predicted, back, flip, offset in _predicted(spans, choice):
         matrix = _span_matrix(heads, span)
         reference = matrix[predicted - back[predicted]]
-        _span_matrix(out, span)[predicted] = _residual_heads(matrix[predicted], reference, flip[predicted],
+        _span_matrix(out, span)[predicted] = kernels.residual_heads(matrix[predicted], reference, flip[predicted],
                                                             offset[predicted], lift)  # fmt: skip
     return out
 
@@ -247,30 +217,8 @@ def from_residuals(heads: np.ndarray, spans: Sequence[RowSpan], choice: RowChoic
     if not spans:
         return
     layout = np.array([(span.start, span.length, span.count) for span in spans], dtype=np.int64)
-    _restore_rows(heads, layout, *(np.asarray(field, dtype=np.int64) for field in
+    compiled().restore_rows(heads, layout, *(np.asarray(field, dtype=np.int64) for field in
                                    (choice.back, choice.flip, choice.offset)), lift)  # fmt: skip
-
-
-@njit(cache=True)
-def _restore_rows(heads, layout, back, flip, offset, lift):
-    """Inverse of :func:`_residual_heads` over every predicted row of the spans ``layout``
-    (start, length, count), in order, given each row's reference heads."""
-    row = 0
-    for s in range(len(layout)):
-        start, length, count = layout[s, 0], layout[s, 1], layout[s, 2]
-        for r in range(count):
-            steps = back[row + r]
-            if steps == 0:
-                continue
-            own, above = start + r * length, start + (r - steps) * length
-            for c in range(length):
-                residual, reference = heads[own + c], heads[above + c]
-                if residual & _MAG:
-                    zigzag = ((residual & _MAG) - 1 - lift) % _CYCLE
-                    difference = (zigzag >> 1) ^ -(zigzag & 1)
-                    mag = ((reference & _MAG) - 1 + offset[row + r] + difference) % _CYCLE + 1
-                    heads[own + c] = ((residual ^ reference ^ (flip[row + r] << 15)) & _SIGN) | mag
-        row += count
 
 
 def check_choice(spans: Sequence[RowSpan], choice: RowChoice) -> None:

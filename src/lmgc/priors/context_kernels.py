@@ -1,0 +1,159 @@
+"""The numba kernels of the fast context codec (:mod:`lmgc.priors.context_coding`) and of row
+prediction (:mod:`lmgc.priors.context_rows`): the per-value loops between range-coder calls,
+which in numpy took as long as the range coder itself. Imported on first use, so ``import lmgc``
+stays free of numba; integer arithmetic and float32 integer counts, so both sides compute the
+same numbers on any machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .context_models import N_STRUCTURED, NONE
+from .context_rows import CYCLE, MAG, SIGN
+
+PLAIN_CONTEXTS = ((16 * 17 + NONE) * 17 + NONE) * 4 + 4  # previous digit, zero so far, flag
+
+
+@njit(cache=True)
+def lane_contexts(grid, p, t, active, uses, flags, counts, contexts, rows, digits):
+    """Step ``t`` of position ``p``: each active lane's context, its count row, and (encoding)
+    its digit. ``grid[p, t, j]`` is digit ``p`` of lane ``j``'s ``t``-th value; ``uses``:
+    (previous digit, previous value, value before) as the kind reads them; ``flags`` is empty or
+    1 per row-predicted value, laid out as the grid (its counts are kept apart)."""
+    for j in range(active):
+        d1 = grid[p - 1, t, j] if uses[0] and p > 0 else NONE
+        prev = grid[p, t - 1, j] if uses[1] and t >= 1 else NONE
+        prev2 = grid[p, t - 2, j] if uses[2] and t >= 2 else NONE
+        zero = 1
+        for q in range(p):
+            if grid[q, t, j] != 0:
+                zero = 0
+        context = p * N_STRUCTURED + ((d1 * 17 + prev) * 17 + prev2) * 2 + zero
+        if len(flags):
+            context = context * 2 + flags[t, j]
+        contexts[j] = context
+        for d in range(16):
+            rows[j, d] = counts[context, d]
+        digits[j] = grid[p, t, j]
+
+
+@njit(cache=True)
+def lane_update(grid, p, t, active, counts, contexts, digits):
+    """After step ``t``: count the coded digits and (decoding) put them in place."""
+    for j in range(active):
+        counts[contexts[j], digits[j]] += np.float32(1.0)
+        grid[p, t, j] = digits[j]
+
+
+@njit(cache=True)
+def plain_contexts(planes, p, use_d1, flags, zero):
+    """Each value's context at plain position ``p`` (previous digit if the kind reads it, zero
+    so far, flag), and how many values each context has."""
+    n = planes.shape[1]
+    contexts = np.empty(n, dtype=np.int32)
+    for i in range(n):
+        d1 = np.int32(planes[p - 1, i]) if use_d1 and p > 0 else np.int32(NONE)
+        context = ((d1 * 17 + NONE) * 17 + NONE) * 2 + zero[i]
+        contexts[i] = context * 2 + flags[i] if len(flags) else context
+    sizes = np.zeros(PLAIN_CONTEXTS, dtype=np.int64)
+    for i in range(n):
+        sizes[contexts[i]] += 1
+    return contexts, sizes
+
+
+@njit(cache=True)
+def group_starts(sizes):
+    starts = np.zeros(len(sizes), dtype=np.int64)
+    starts[1:] = np.cumsum(sizes)[:-1]
+    return starts
+
+
+@njit(cache=True)
+def grouped(plane, contexts, sizes):
+    """The digits of ``plane`` grouped by context: ascending context, value order within one."""
+    starts = group_starts(sizes)
+    digits = np.empty(len(contexts), dtype=np.int32)
+    for i in range(len(contexts)):
+        context = contexts[i]
+        digits[starts[context]] = plane[i]
+        starts[context] += 1
+    return digits
+
+
+@njit(cache=True)
+def ungroup(plane, contexts, sizes, digits):
+    """Inverse of :func:`grouped`: each value's digit into ``plane``."""
+    starts = group_starts(sizes)
+    for i in range(len(contexts)):
+        context = contexts[i]
+        plane[i] = digits[starts[context]]
+        starts[context] += 1
+
+
+@njit(cache=True)
+def still_zero(zero, plane):
+    for i in range(len(zero)):
+        if plane[i] != 0:
+            zero[i] = 0
+
+
+@njit(cache=True)
+def residual_heads(own, reference, flip, offset, lift):
+    """Heads of rows (``own``, rows x values) as residuals from their reference rows': sign xor
+    the reference's xor the row's ``flip``, and the magnitude's difference from the
+    reference's plus the row's ``offset``, wrapped and zigzagged (0, -1, 1, -2, ... -> 1, 2, 3,
+    4, ...), then moved ``lift`` further around the cycle. Magnitude 0 (a zero) is kept as it
+    is, sign included, so zeros stay all-zero digits (the context models' cheapest case); the
+    other magnitudes, 1 ... 2^15 - 1, are a cycle of ``CYCLE`` values."""
+    out = np.empty(own.shape, dtype=np.int32)
+    for r in range(own.shape[0]):
+        sign = flip[r] << 15
+        for c in range(own.shape[1]):
+            value, above = own[r, c], reference[r, c]
+            mag = value & MAG
+            if mag == 0:
+                out[r, c] = value
+                continue
+            difference = (mag - 1 - ((above & MAG) - 1 + offset[r])) % CYCLE
+            if difference > CYCLE // 2:
+                difference -= CYCLE
+            zigzag = 2 * difference if difference >= 0 else -2 * difference - 1
+            out[r, c] = ((value ^ above ^ sign) & SIGN) | ((zigzag + lift) % CYCLE + 1)
+    return out
+
+
+@njit(cache=True)
+def digit_histograms(heads):
+    """Per row of a span's heads, how often each value of each of its four top digits occurs:
+    (rows, 4 * 16)."""
+    out = np.zeros((heads.shape[0], 64))
+    for r in range(heads.shape[0]):
+        for c in range(heads.shape[1]):
+            value = heads[r, c]
+            for p in range(4):
+                out[r, 16 * p + ((value >> (12 - 4 * p)) & 15)] += 1.0
+    return out
+
+
+@njit(cache=True)
+def restore_rows(heads, layout, back, flip, offset, lift):
+    """Inverse of :func:`residual_heads` over every predicted row of the spans ``layout``
+    (start, length, count), in order, given each row's reference heads."""
+    row = 0
+    for s in range(len(layout)):
+        start, length, count = layout[s, 0], layout[s, 1], layout[s, 2]
+        for r in range(count):
+            steps = back[row + r]
+            if steps == 0:
+                continue
+            own, above = start + r * length, start + (r - steps) * length
+            for c in range(length):
+                residual, reference = heads[own + c], heads[above + c]
+                if residual & MAG:
+                    zigzag = ((residual & MAG) - 1 - lift) % CYCLE
+                    difference = (zigzag >> 1) ^ -(zigzag & 1)
+                    mag = ((reference & MAG) - 1 + offset[row + r] + difference) % CYCLE + 1
+                    heads[own + c] = ((residual ^ reference ^ (flip[row + r] << 15)) & SIGN) | mag
+        row += count
