@@ -157,3 +157,50 @@ def restore_rows(heads, layout, back, flip, offset, lift):
                     mag = ((reference & MAG) - 1 + offset[row + r] + difference) % CYCLE + 1
                     heads[own + c] = ((residual ^ reference ^ (flip[row + r] << 15)) & SIGN) | mag
         row += count
+
+
+@njit(cache=True)
+def kind_costs(planes, p, zero, parts, uses, counts, totals_table, counts_table):
+    """Per context kind (``uses``: a row of (previous digit, previous value, value before) per
+    kind), the exact code length of digit ``p`` of the values (``planes``: digits x values)
+    under adaptive counts per its contexts, each of the ``parts`` (0/1 per value) counted apart;
+    and the code length that kind ``z`` gives the values zero so far (``zero`` 1).
+    ``totals_table[n]`` and ``counts_table[n]`` are the log2 rising factorials of a row's total
+    and of a digit's count. The digits are counted once per full context; each kind's counts
+    are sums of those. ``counts`` is an all-zero (kinds + 1, 17 * 17 * 17 * 2 * 2, 16) int32
+    scratch table, left all-zero."""
+    n_kinds, n_contexts, n = uses.shape[0], counts.shape[1], planes.shape[1]
+    joint, seen = counts[n_kinds], np.zeros(n_contexts, dtype=np.bool_)
+    for i in range(n):
+        d1 = planes[p - 1, i] if p > 0 else NONE
+        prev = planes[p, i - 1] if i >= 1 else NONE
+        prev2 = planes[p, i - 2] if i >= 2 else NONE
+        context = ((((d1 * 17 + prev) * 17 + prev2) * 2 + zero[i]) << 1) | parts[i]
+        joint[context, planes[p, i]] += 1
+        seen[context] = True
+    kind_seen = np.zeros((n_kinds, n_contexts), dtype=np.bool_)
+    for context in np.flatnonzero(seen):
+        fields = ((context >> 2) // 289, (context >> 2) // 17 % 17, (context >> 2) % 17)
+        for k in range(n_kinds):
+            a = fields[0] if uses[k, 0] else NONE
+            b = fields[1] if uses[k, 1] else NONE
+            c = fields[2] if uses[k, 2] else NONE
+            target = (((a * 17 + b) * 17 + c) << 2) | (context & 3)
+            kind_seen[k, target] = True
+            for digit in range(16):
+                counts[k, target, digit] += joint[context, digit]
+        joint[context] = 0
+    bits, zero_bits = np.zeros(n_kinds), 0.0
+    for k in range(n_kinds):
+        for context in np.flatnonzero(kind_seen[k]):  # ascending: a fixed summation order
+            total = 0
+            for digit in range(16):
+                total += counts[k, context, digit]
+            row_bits = totals_table[total]
+            for digit in range(16):
+                row_bits -= counts_table[counts[k, context, digit]]
+                counts[k, context, digit] = 0
+            bits[k] += row_bits
+            if uses[k, 0] + uses[k, 1] + uses[k, 2] == 0 and context & 2:
+                zero_bits += row_bits
+    return bits, zero_bits

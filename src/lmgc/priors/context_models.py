@@ -16,6 +16,8 @@ these models is :mod:`lmgc.priors.context`; the hybrid mixes them with the LLM.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..schema import corrupt
@@ -110,64 +112,35 @@ class CountTable:
         np.add.at(self._flat, contexts * 16 + digits, _ONE)  # a typed scalar: numpy's fast path
 
 
+@functools.lru_cache(maxsize=4)
 def _log2_rising(n_max: int, alpha: float) -> np.ndarray:
     """``out[n] = log2(alpha (alpha+1) ... (alpha+n-1))``: adaptive code lengths in closed form.
     A cumulative sum is sequential, so a longer table starts with exactly the shorter one."""
-    return np.concatenate([[0.0], np.cumsum(np.log2(np.arange(n_max) + alpha))])
+    table = np.concatenate([[0.0], np.cumsum(np.log2(np.arange(n_max) + alpha))])
+    table.flags.writeable = False  # shared between calls
+    return table
 
 
 class _AdaptiveCost:
     """Exact code length of adaptive KT counts per context (independent of the coding order) of
-    every context kind at one digit position.
+    every context kind at one digit position, counted in one compiled pass over the digits."""
 
-    Large inputs are read once per position into a joint histogram over all structured contexts,
-    each kind's counts being a marginal of it; small ones (where the histogram's 157k bins cost
-    more than the data) are counted per kind. Both lay a kind's count rows out as its context
-    indices order them, from the lowest context seen to the highest, so the floating-point sums
-    are the same whichever route an input takes.
-    """
-
-    _SHAPE = (17, 17, 17, 2, 16)  # previous digit, previous value, value before, zero, digit
-    DIRECT_MAX = 1 << 14  # values up to which counting per kind is cheaper
+    _KINDS = SEQUENTIAL_KINDS | PLAIN_KINDS
+    _USES = np.array(list(_KINDS.values()), dtype=np.int64)
 
     def __init__(self, n_max: int) -> None:
         self.totals_table = _log2_rising(n_max, 16 * ALPHA)
         self.counts_table = _log2_rising(n_max, ALPHA)
+        self._scratch = np.zeros((len(self._KINDS) + 1, 2 * N_STRUCTURED, 16), dtype=np.int32)
 
-    def costs(self, d1, prev, prev2, zero, digits) -> dict[str, float]:
-        kinds = SEQUENTIAL_KINDS | PLAIN_KINDS
-        if len(digits) <= self.DIRECT_MAX:
-            return {kind: self._bits(self._kind_rows(kind, d1, prev, prev2, zero, digits)) for kind in kinds}
-        index = structured_context(0, d1, prev, prev2, zero) * 16 + digits
-        joint = np.bincount(index, minlength=int(np.prod(self._SHAPE))).reshape(self._SHAPE)
-        return {kind: self._bits(self._marginal_rows(joint, kind)) for kind in kinds}
+    def costs(self, planes: np.ndarray, p: int, zero: np.ndarray, parts: np.ndarray) -> tuple[dict[str, float], float]:
+        """Bits of digit ``p`` under each kind, each part's counts apart; and the bits kind ``z``
+        gives the values zero so far."""
+        from .context_rows import compiled
 
-    def zero_bits(self, zero, digits) -> float:
-        """Code length of the digits of the values that are zero so far (``zero`` 1) under one
-        adaptive count row, as kind ``z`` codes them."""
-        return self._bits(np.bincount(digits[zero == 1], minlength=16)[None, :])
-
-    @staticmethod
-    def _kind_rows(kind: str, d1, prev, prev2, zero, digits) -> np.ndarray:
-        """Rows from the lowest context seen on (the ones before it are empty)."""
-        contexts = kind_context(kind, 0, d1, prev, prev2, zero)
-        contexts -= contexts.min()
-        return np.bincount(contexts * 16 + digits, minlength=(int(contexts.max()) + 1) * 16).reshape(-1, 16)
-
-    def _marginal_rows(self, joint: np.ndarray, kind: str) -> np.ndarray:
-        used = KINDS[kind]
-        marginal = joint.sum(axis=tuple(axis for axis, use in enumerate(used) if not use))
-        rows = np.zeros(self._SHAPE, dtype=joint.dtype)
-        rows[tuple(slice(None) if use else NONE for use in used)] = marginal
-        return rows.reshape(-1, 16)
-
-    def _bits(self, rows: np.ndarray) -> float:
-        totals = rows.sum(axis=1)
-        present = np.flatnonzero(totals)
-        if not len(present):
-            return 0.0
-        counts, totals = rows[present[0] : present[-1] + 1], totals[present[0] : present[-1] + 1]
-        return float(self.totals_table[totals].sum() - self.counts_table[counts].sum())
+        bits, zero_bits = compiled().kind_costs(planes, p, zero, parts, self._USES, self._scratch, self.totals_table,
+                                                self.counts_table)  # fmt: skip
+        return dict(zip(self._KINDS, bits.tolist())), zero_bits
 
 
 def fit_sample(matrix: np.ndarray, blocks: int = 64, block_values: int = 4096) -> np.ndarray:
@@ -209,25 +182,16 @@ def choose_kinds(matrix: np.ndarray, flags: np.ndarray | None = None, raw_margin
         matrix = fit_sample(matrix)
     planes = np.ascontiguousarray(matrix.T, dtype=np.int32)  # contexts < 2^18
     n = planes.shape[1]
-    parts = [slice(None)] if flags is None else [part for f in (0, 1) if len(part := np.flatnonzero(flags == f))]
-    none = np.full(n, NONE, dtype=np.int32)
+    parts = np.zeros(n, dtype=np.int32) if flags is None else np.asarray(flags, dtype=np.int32)
     zero = np.ones(n, dtype=np.int32)  # all earlier digits of the value are zero
     cost = _AdaptiveCost(n)
     sequential, plain = [], []
     for p, digits in enumerate(planes):
-        previous = np.concatenate([none[:1], digits[:-1]])  # the same digit of the value before
-        previous2 = np.concatenate([none[:2], digits[:-2]])[:n]
-        d1 = planes[p - 1] if p else none
-        bits = dict.fromkeys(KINDS, 0.0)
-        for part in parts:
-            for kind, kind_bits in cost.costs(d1[part], previous[part], previous2[part], zero[part],
-                                              digits[part]).items():  # fmt: skip
-                bits[kind] += kind_bits
+        bits, zero_bits = cost.costs(planes, p, zero, parts)
         bits[RAW], credit = 4.0 * n, {RAW: raw_margin * n}
         if zero_raw:
             n_raw = n - int(zero.sum())
-            bits[ZERO_RAW] = 4.0 * n_raw + sum(cost.zero_bits(zero[part], digits[part]) for part in parts)
-            credit[ZERO_RAW] = raw_margin * n_raw
+            bits[ZERO_RAW], credit[ZERO_RAW] = 4.0 * n_raw + zero_bits, raw_margin * n_raw
         zero &= digits == 0
         sequential.append(_cheapest(SEQUENTIAL_KINDS, bits))
         plain.append(_cheapest([*PLAIN_KINDS, RAW, *([ZERO_RAW] if zero_raw else [])],
