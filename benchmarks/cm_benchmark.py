@@ -42,15 +42,20 @@ FILES = {
     "ConvNet-128 MNIST step 0 (early, dense)": ("benchmarks/data/convnet_w128_mnist/grad_step000000.safetensors",
                                                 "lmgc collect --arch convnet --dataset mnist --steps 51 --every 50"),
     "ConvNet-128 MNIST step 50 (dense)": ("benchmarks/data/convnet_w128_mnist/grad_step000050.safetensors", "as above"),
-    "VGG-16-32 MNIST step 1": ("benchmarks/data/vgg16_w32_mnist/grad_step000001.safetensors",
-                               "lmgc collect --arch vgg16 --width 32 --dataset mnist --steps 2 --every 1"),
+    "VGG-16-32 MNIST step 0 (early)": ("benchmarks/data/vgg16_w32_mnist/grad_step000000.safetensors",
+                                       "lmgc collect --arch vgg16 --width 32 --dataset mnist --steps 2 --every 1"),
+    "VGG-16-32 MNIST step 1": ("benchmarks/data/vgg16_w32_mnist/grad_step000001.safetensors", "as above"),
     "VGG-16-32 F-MNIST step 0 (early)": ("benchmarks/data/vgg16_w32_fmnist/grad_step000000.safetensors",
                                          "lmgc collect --arch vgg16 --width 32 --dataset fashion-mnist --steps 2 --every 1"),
     "VGG-16-32 F-MNIST step 1": ("benchmarks/data/vgg16_w32_fmnist/grad_step000001.safetensors", "as above"),
-    "ResNet-18 MNIST step 5": ("benchmarks/data/resnet18_mnist/grad_step000005.safetensors",
-                               "lmgc collect --arch resnet18 --dataset mnist --steps 6 --every 5"),
-    "ViT F-MNIST step 10": ("benchmarks/data/vit_fmnist/grad_step000010.safetensors",
-                            "lmgc collect --arch vit --dataset fashion-mnist --steps 11 --every 10"),
+    "ResNet-18 MNIST step 0 (early)": ("benchmarks/data/resnet18_mnist/grad_step000000.safetensors",
+                                       "lmgc collect --arch resnet18 --dataset mnist --steps 6 --every 5"),
+    "ResNet-18 MNIST step 5": ("benchmarks/data/resnet18_mnist/grad_step000005.safetensors", "as above"),
+    "ResNet-18 F-MNIST step 5": ("benchmarks/data/resnet18_fmnist/grad_step000005.safetensors",
+                                 "lmgc collect --arch resnet18 --dataset fashion-mnist --steps 6 --every 5"),
+    "ViT F-MNIST step 0 (early)": ("benchmarks/data/vit_fmnist/grad_step000000.safetensors",
+                                   "lmgc collect --arch vit --dataset fashion-mnist --steps 11 --every 10"),
+    "ViT F-MNIST step 10": ("benchmarks/data/vit_fmnist/grad_step000010.safetensors", "as above"),
     "ViT MNIST step 0 (early)": ("benchmarks/data/vit_mnist/grad_step000000.safetensors",
                                  "lmgc collect --arch vit --dataset mnist --steps 11 --every 10"),
     "ViT MNIST step 10": ("benchmarks/data/vit_mnist/grad_step000010.safetensors", "as above"),
@@ -146,8 +151,10 @@ def _adaptive_bits(contexts: np.ndarray, digits: np.ndarray) -> float:
 def fast_position_bits(big_endian: bytes, group: int, shapes) -> list[float]:
     """Bits per byte at each byte position under level fast: exact adaptive (KT) code length of
     its chosen count model per hex digit (counts of row-predicted values apart, residuals in the
-    head bytes of predicted rows), per 8 MiB chunk (lanes ignored)."""
-    from lmgc.priors.context import NONE, RAW, ContextPrior, kind_context, predict_rows, value_digits  # noqa: I001
+    head bytes of predicted rows; kind zr: 4 bits for values not zero so far), per 8 MiB chunk
+    (lanes ignored)."""
+    from lmgc.priors.context import ContextPrior, predict_rows
+    from lmgc.priors.context_models import NONE, RAW, ZERO_RAW, kind_context, value_digits
 
     rows = _rows(shapes, group)
     prior = ContextPrior()
@@ -170,8 +177,11 @@ def fast_position_bits(big_endian: bytes, group: int, shapes) -> list[float]:
                 bits[p] += 4.0 * len(matrix)
                 continue
             d1 = matrix[:, p - 1] if p else np.full(len(matrix), NONE)
-            contexts = kind_context(kind, p, d1, previous[:, p], previous2[:, p], zero[:, p]) * 2 + flags
-            bits[p] += _adaptive_bits(contexts, matrix[:, p])
+            coded = np.flatnonzero(zero[:, p]) if kind == ZERO_RAW else slice(None)  # zr: the rest raw
+            bits[p] += 4.0 * (len(matrix) - len(matrix[coded]))
+            model = "z" if kind == ZERO_RAW else kind
+            contexts = kind_context(model, p, d1, previous[:, p], previous2[:, p], zero[:, p]) * 2 + flags
+            bits[p] += _adaptive_bits(contexts[coded], matrix[coded, p])
     return ((bits[0::2] + bits[1::2]) / len(matrix_all)).tolist()
 
 
@@ -181,6 +191,7 @@ def _sha256(path: Path) -> str:
 
 def run(labels: list[str], previous: dict, save) -> dict:
     """Measure the files; ``save(files)`` after each one, so a long run keeps what it did."""
+    import lmgc
     from lmgc.eval.bench import run_bench
     from lmgc.eval.inputs import load_file_bytes
     from lmgc.priors.cm import ContextMixingPrior
@@ -188,9 +199,11 @@ def run(labels: list[str], previous: dict, save) -> dict:
 
     lmgc_codecs = [PriorCodec("lmgc context fast", ContextPrior.create),
                    PriorCodec("lmgc context max", ContextMixingPrior.create)]  # fmt: skip
-    warm = np.linspace(-1, 1, 4096, dtype=np.float32).tobytes()  # numba compiles (or loads) first
-    for codec in lmgc_codecs:
-        codec.decompress(codec.compress(warm, np.dtype(np.float32)), np.dtype(np.float32), len(warm))
+    rng = np.random.default_rng(0)  # numba compiles (or loads) every kernel first: rows, zeros, lanes
+    warm = (np.outer(rng.normal(size=64), rng.normal(size=64)) * (rng.random((64, 64)) < 0.7)).astype(np.float32)
+    every_kind = ContextPrior(["zP", "s2", "zd", "z", "zr", "raw", "zr", "zr"])
+    for prior in (every_kind, ContextPrior.create(), ContextMixingPrior.create()):
+        lmgc.decompress(lmgc.compress([warm], prior=prior))
     files = {}
     for label in labels:
         rel, made_by = FILES[label]
