@@ -165,7 +165,7 @@ def fast_position_bits(big_endian: bytes, group: int, shapes) -> list[float]:
     for start in range(0, len(matrix_all), step):
         matrix = matrix_all[start : start + step].astype(np.int32)
         spans = prior.spans(rows, start * group, len(matrix) * group, group)
-        flags = predict_rows(matrix, spans)[1] if spans else np.zeros(len(matrix), dtype=np.int32)
+        flags = predict_rows(matrix.T, spans)[1]
         matrix = matrix.astype(np.int64)
         none = np.full((2, matrix.shape[1]), NONE)
         previous = np.vstack([none[:1], matrix[:-1]])

@@ -45,15 +45,6 @@ RAW_MARGIN = 0.01
 _COUNT = 4  # bytes of the raw-digit count of a version-3 chunk
 
 
-def _heads(matrix: np.ndarray) -> np.ndarray:
-    return (matrix[:, 0] << 12) | (matrix[:, 1] << 8) | (matrix[:, 2] << 4) | matrix[:, 3]
-
-
-def _set_heads(matrix: np.ndarray, heads: np.ndarray) -> None:
-    for i in range(4):
-        matrix[:, i] = (heads >> (12 - 4 * i)) & 15
-
-
 def _plane_heads(planes: np.ndarray) -> np.ndarray:
     """The top 16 bits of each value (int32) from its first four digit planes."""
     heads = planes[0].astype(np.int32) << 12
@@ -67,14 +58,14 @@ def _set_plane_heads(planes: np.ndarray, heads: np.ndarray) -> None:
         planes[p] = (heads >> (12 - 4 * p)) & 15
 
 
-def predict_rows(matrix: np.ndarray, spans) -> tuple[RowChoice, np.ndarray]:
-    """Choose the row prediction of a chunk's digit matrix and apply it in place; the choice and
-    the per-value flags."""
-    if not spans:
-        return RowChoice.none(), np.zeros(len(matrix), dtype=np.int32)
-    choice, residuals = predict(_heads(matrix), spans)
-    _set_heads(matrix, residuals)
-    return choice, row_flags(len(matrix), spans, choice)
+def predict_rows(planes: np.ndarray, spans) -> tuple[RowChoice, np.ndarray]:
+    """Choose the row prediction of a chunk's digit planes (digits x values; the transposed view
+    of a digit matrix will do) and apply it in place; the choice and the per-value flags."""
+    choice = RowChoice.none()
+    if spans:
+        choice, residuals = predict(_plane_heads(planes), spans)
+        _set_plane_heads(planes, residuals)
+    return choice, row_flags(planes.shape[1], spans, choice)
 
 
 class ContextPrior:
@@ -197,7 +188,7 @@ class ContextPrior:
         for start in blocks:
             block = np.array(matrix[int(start) : int(start) + block_values], dtype=np.int32)
             spans = self.spans(rows, int(start) * group, len(block) * group, group)
-            flags.append(predict_rows(block, spans)[1])
+            flags.append(predict_rows(block.T, spans)[1])
             samples.append(block)
         speed = {"raw_margin": RAW_MARGIN, "zero_raw": True} if self.version >= 3 else {}
         return choose_kinds(np.concatenate(samples), np.concatenate(flags), **speed)
@@ -211,12 +202,8 @@ class ContextPrior:
         stream = DigitStream(range_encoder(), encoding=True)
         flags = None
         if self.version >= 2:
-            choice = RowChoice.none()
-            if spans:
-                choice, residuals = predict(_plane_heads(planes), spans)
-                _set_plane_heads(planes, residuals)
+            choice, flags = predict_rows(planes, spans)
             code_rows(stream, n_values, list(spans), choice)
-            flags = row_flags(n_values, spans, choice)
         code_planes(stream, planes, tail, self.kinds, flags)
         raw = pack_hex_digits(planes[self._raw_positions()].ravel())
         if self.version >= 3:
