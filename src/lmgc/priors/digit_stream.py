@@ -32,7 +32,7 @@ class DigitStream:
     coder: object
     encoding: bool
     raw: list | np.ndarray = field(default_factory=list)
-    _taken: int = 0
+    _taken: int = field(default=0, init=False)
 
     def code_rows(self, digits: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Code one digit per row of unnormalized probabilities; returns the digits."""
@@ -48,7 +48,6 @@ class DigitStream:
             return self.coder.decode(model, len(digits))
         self.coder.encode(digits, model)
         return digits
-
 
     def code_raw(self, digits: np.ndarray) -> np.ndarray:
         """Store ``len(digits)`` digits as they are (4 bits each, beside the coded part)."""
