@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..serialize import hex_digits, pack_hex_digits
 from .context_models import ALPHA, KINDS, N_STRUCTURED, RAW, SEQUENTIAL_KINDS, ZERO_RAW
 from .context_rows import compiled
 from .digit_stream import DigitStream, code_adaptive_blocks
@@ -44,18 +45,14 @@ def digit_planes(data: bytes, group: int) -> tuple[np.ndarray, np.ndarray]:
     planes = np.empty((2 * group, n_values), dtype=np.uint8)
     np.right_shift(values, 4, out=planes[0::2])
     np.bitwise_and(values, 15, out=planes[1::2])
-    rest = raw[n_values * group :]
-    tail = np.empty(2 * len(rest), dtype=np.int32)
-    tail[0::2], tail[1::2] = rest >> 4, rest & 15
-    return planes, tail
+    return planes, hex_digits(data[n_values * group :], np.int32)
 
 
 def planes_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
     """Inverse of :func:`digit_planes`."""
     values = np.empty((planes.shape[1], planes.shape[0] // 2), dtype=np.uint8)
     values.T[:] = (planes[0::2] << 4) | planes[1::2]
-    rest = tail.astype(np.uint8)
-    return values.tobytes() + ((rest[0::2] << 4) | rest[1::2]).tobytes()
+    return values.tobytes() + pack_hex_digits(tail)
 
 
 def _lane_major(rows: np.ndarray, lanes: int, length: int) -> np.ndarray:
