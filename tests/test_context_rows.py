@@ -19,7 +19,7 @@ from lmgc.errors import CorruptDataError
 from lmgc.priors.context import ContextPrior
 from lmgc.priors.digit_stream import DigitStream
 from lmgc.priors.context_rows import (
-    MAX_BACK, RowChoice, RowSpan, check_choice, choose_rows, chunk_spans, code_rows, from_residuals, tensor_rows,
+    MAX_BACK, RowChoice, RowSpan, check_choice, chunk_spans, code_rows, from_residuals, predict, tensor_rows,
     to_residuals,
 )  # fmt: skip
 
@@ -58,10 +58,10 @@ def _heads(x: np.ndarray) -> np.ndarray:
 def test_the_choice_finds_scaled_and_flipped_rows():
     x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
     x[5] = -x[2] * 4  # an exact flipped copy four times larger (two exponent steps: 256)
-    choice = choose_rows(_heads(x), [RowSpan(0, 64, 8)])
+    choice = predict(_heads(x), [RowSpan(0, 64, 8)])[0]
     assert choice.back[5] == 3 and choice.flip[5] == 1 and choice.offset[5] == 256
     assert np.count_nonzero(choice.back) == 1  # the random rows stay as they are
-    low_rank = choose_rows(_heads(_low_rank()), [RowSpan(0, 128, 96)])
+    low_rank = predict(_heads(_low_rank()), [RowSpan(0, 128, 96)])[0]
     assert (low_rank.back[1:] > 0).mean() > 0.9 and low_rank.back[0] == 0
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorruptDataError
 from .digit_stream import DigitStream, code_adaptive_blocks
 
-__all__ = ["MAX_BACK", "RowSpan", "RowChoice", "tensor_rows", "chunk_spans", "choose_rows", "predict", "to_residuals",
+__all__ = ["MAX_BACK", "RowSpan", "RowChoice", "tensor_rows", "chunk_spans", "predict", "to_residuals",
            "from_residuals", "check_choice", "code_rows", "MIN_ROW", "row_flags"]  # fmt: skip
 
 MAX_BACK = 32  # reference rows up to this many rows back
@@ -131,11 +131,6 @@ def _median_offset(mag: np.ndarray, reference: np.ndarray) -> np.ndarray:
     ordered = np.sort(np.where(valid, mag - reference, 1 << 20), axis=1)
     middle = np.maximum(valid.sum(1) - 1, 0) // 2
     return np.where(valid.any(1), ordered[np.arange(len(mag)), middle], 0)
-
-
-def choose_rows(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN) -> RowChoice:
-    """The encoder's choice per row (see :func:`predict`)."""
-    return predict(heads, spans, margin)[0]
 
 
 def predict(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN,
