@@ -105,3 +105,20 @@ def test_zero_raw_needs_version_3():
         ContextPrior.from_identity({"kind": "context", "version": 2, "digit_contexts": kinds})
     matrix, _ = value_digits(_sparse_bytes(2000), 4)
     assert ZERO_RAW not in choose_kinds(matrix)  # the hybrid's choice never offers it
+
+
+def test_a_one_chunk_input_codes_the_rows_predicted_for_its_kind_choice_as_a_fresh_chunk():
+    """Kinds chosen from a whole small input keep its predicted rows for its one chunk; the
+    chunk must code as a prior given those kinds codes it, and another chunk is predicted anew."""
+    matrix = _sparse_low_rank(rows=96, columns=288)
+    data = matrix.astype(">f4").tobytes()
+    rows = [(len(data), 4 * matrix.shape[1])]
+    chosen = ContextPrior()
+    chosen.fit(data, 4, rows)
+    spans = chosen.spans(rows, 0, len(data), 4)
+    assert spans, "the test needs predicted rows"
+    assert chosen.encode_chunk(data, 4, spans) == ContextPrior(chosen.kinds).encode_chunk(data, 4, spans)
+    other = _sparse_low_rank(rows=96, columns=288, seed=9).astype(">f4").tobytes()
+    again = ContextPrior()
+    again.fit(data, 4, rows)
+    assert again.encode_chunk(other, 4, spans) == ContextPrior(again.kinds).encode_chunk(other, 4, spans)

@@ -8,11 +8,14 @@ checksums still catch a wrong result).
 
 from __future__ import annotations
 
+import functools
+
 from .errors import EnvironmentMismatchError
 
 __all__ = ["environment", "context_environment", "check_environment"]
 
 
+@functools.cache  # reading package metadata costs ~1 ms, as much as coding a small tensor
 def _constriction_version() -> str:
     from importlib.metadata import version
 

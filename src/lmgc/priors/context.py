@@ -85,6 +85,10 @@ class ContextPrior:
     takes_rows = True  # see lmgc.priors.base.encode_input
     default_chunk_bytes = 8 << 20  # no model context to fit: big chunks learn more
     SAMPLE = (16, 16384)  # version 2 chooses kinds from 16 blocks of 16,384 values: whole rows
+    #: Inputs of at most this many values are their own kind sample (up to twice the sampled
+    #: values: sampling most of an input costs about as much as taking all of it). A one-chunk
+    #: input then has its rows predicted once, for the choice and the coding alike.
+    WHOLE_SAMPLE = 2 * SAMPLE[0] * SAMPLE[1]
 
     def __init__(self, kinds: list[str] | None = None, version: int = 3) -> None:
         if kinds is not None:
@@ -92,6 +96,7 @@ class ContextPrior:
             if ZERO_RAW in kinds and version < 3:
                 raise SerializationError(f"digit context kind {ZERO_RAW!r} needs context prior version 3")
         self.kinds, self.version = kinds, version
+        self._whole: _Predicted | None = None  # see choose_kinds
 
     @classmethod
     def create(cls, serialization=None, threads: int = 1, load=None) -> ContextPrior:
@@ -182,6 +187,12 @@ class ContextPrior:
         if self.version < 2:
             sample = fit_sample(matrix)
             return choose_kinds(np.asarray(sample[0 : len(sample)]))  # a small lazy input: all of it
+        speed = {"raw_margin": RAW_MARGIN, "zero_raw": True} if self.version >= 3 else {}
+        if len(matrix) <= self.WHOLE_SAMPLE and isinstance(matrix, LazyValueDigits):
+            data = matrix.read(0, matrix.n_bytes)
+            whole = _Predicted(data, group, self.spans(rows, 0, len(data), group))
+            self._whole = whole  # encode_chunk of these same bytes and rows codes it as it is
+            return choose_kinds(whole.planes.T, whole.flags, **speed)
         starts = sample_starts(len(matrix), *self.SAMPLE)
         blocks, block_values = ([0], len(matrix)) if starts is None else (starts, self.SAMPLE[1])
         samples, flags = [], []
@@ -190,21 +201,20 @@ class ContextPrior:
             spans = self.spans(rows, int(start) * group, len(block) * group, group)
             flags.append(predict_rows(block.T, spans)[1])
             samples.append(block)
-        speed = {"raw_margin": RAW_MARGIN, "zero_raw": True} if self.version >= 3 else {}
         return choose_kinds(np.concatenate(samples), np.concatenate(flags), **speed)
 
     def encode_chunk(self, data: bytes, group: int, spans=()) -> tuple[bytes, int]:
         """(payload, digits coded) for one chunk; ``spans`` (:meth:`spans`) are its rows."""
         if self.kinds is None:
             raise SerializationError("call fit() before encoding: no context kinds chosen")
-        planes, tail = digit_planes(data, group)
-        n_values = planes.shape[1]
+        whole, self._whole = self._whole, None
+        if whole is None or not whole.same_chunk(data, spans):
+            whole = _Predicted(data, group, spans if self.version >= 2 else None)
+        planes, tail = whole.planes, whole.tail
         stream = DigitStream(range_encoder(), encoding=True)
-        flags = None
         if self.version >= 2:
-            choice, flags = predict_rows(planes, spans)
-            code_rows(stream, n_values, list(spans), choice)
-        code_planes(stream, planes, tail, self.kinds, flags)
+            code_rows(stream, planes.shape[1], list(spans), whole.choice)
+        code_planes(stream, planes, tail, self.kinds, whole.flags)
         raw = pack_hex_digits(planes[self._raw_positions()].ravel())
         if self.version >= 3:
             side = np.concatenate([np.zeros(0, dtype=np.uint8), *stream.raw])
@@ -253,6 +263,18 @@ class ContextPrior:
         if count > n_values * self.kinds.count(ZERO_RAW) or len(payload) < stop:
             raise CorruptDataError(f"chunk payload claims {count} raw digits for {n_values} values")
         return hex_digits(payload[start + _COUNT : stop], np.int32)[:count], stop
+
+
+class _Predicted:
+    """A chunk's digit planes, with its rows predicted (``spans`` not ``None``: version 2 on)."""
+
+    def __init__(self, data: bytes, group: int, spans) -> None:
+        self.data, self.spans = data, None if spans is None else list(spans)
+        self.planes, self.tail = digit_planes(data, group)
+        self.choice, self.flags = (None, None) if spans is None else predict_rows(self.planes, self.spans)
+
+    def same_chunk(self, data: bytes, spans) -> bool:
+        return self.spans == list(spans) and len(self.data) == len(data) and self.data == data
 
 
 def _check_kinds(kinds: list[str]) -> None:

@@ -55,6 +55,10 @@ def planes_to_bytes(planes: np.ndarray, tail: np.ndarray) -> bytes:
     return values.tobytes() + pack_hex_digits(tail)
 
 
+#: Sequential digits the encoder codes per range-coder call (1 MiB of count rows).
+ENCODE_BLOCK = 1 << 14
+
+
 def _lane_major(rows: np.ndarray, lanes: int, length: int) -> np.ndarray:
     """``rows[..., value]`` as ``[..., t, lane]`` (value ``lane * length + t``), zero-padded: a
     step's digits side by side in memory."""
@@ -75,9 +79,18 @@ def _code_lanes(stream: DigitStream, planes: np.ndarray, kinds: list[str], flags
     flag_grid = _lane_major(flags, lanes, length) if len(flags) else np.zeros((0, 0), dtype=np.uint8)
     counts = np.full((k * N_STRUCTURED * (2 if len(flags) else 1), 16), ALPHA, dtype=np.float32)
     contexts = np.empty(lanes, dtype=np.int64)
+    uses = np.array([KINDS[kind] for kind in kinds], dtype=np.int64)
+    if stream.encoding:  # rows of many steps per range-coder call
+        steps = max(1, ENCODE_BLOCK // (k * lanes))
+        rows = np.empty((steps * k * lanes, 16), dtype=np.float32)
+        digits = np.empty(len(rows), dtype=np.int32)
+        for first in range(0, length, steps):
+            n = kernels.lane_rows(grid, first, min(length, first + steps), n_values, uses, flag_grid, counts,
+                                  contexts, rows, digits)  # fmt: skip
+            stream.code_rows(digits[:n], rows[:n])
+        return
     rows = np.empty((lanes, 16), dtype=np.float32)
     digits = np.empty(lanes, dtype=np.int32)
-    uses = [np.array(KINDS[kind], dtype=np.int64) for kind in kinds]
     for t in range(length):
         active = min(lanes, (n_values - t + length - 1) // length)
         for p in range(k):

@@ -48,6 +48,24 @@ def lane_update(grid, p, t, active, counts, contexts, digits):
 
 
 @njit(cache=True)
+def lane_rows(grid, first, stop, n_values, uses, flags, counts, contexts, rows, digits):
+    """The encoder's steps ``first ... stop - 1`` of every sequential position at once: the
+    count rows and digits, in coding order, that the decoder meets step by step (it knows the
+    digits only as it decodes them; the encoder can run ahead and code them in one call).
+    Returns how many."""
+    lanes, length = grid.shape[2], -(-n_values // grid.shape[2])
+    n = 0
+    for t in range(first, stop):
+        active = min(lanes, (n_values - t + length - 1) // length)
+        for p in range(grid.shape[0]):
+            lane_contexts(grid, p, t, active, uses[p], flags, counts, contexts, rows[n : n + active],
+                          digits[n : n + active])  # fmt: skip
+            lane_update(grid, p, t, active, counts, contexts, digits[n : n + active])
+            n += active
+    return n
+
+
+@njit(cache=True)
 def plain_contexts(planes, p, use_d1, flags, zero):
     """Each value's context at plain position ``p`` (previous digit if the kind reads it, zero
     so far, flag), and how many values each context has."""
