@@ -229,7 +229,7 @@ def _open_safetensors(path: Path) -> TensorFile | None:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # "pt" would import torch (~1 s)
             metadata, names = handle.metadata(), list(handle.keys())
     except (SafetensorError, OSError, ValueError):
         return None
