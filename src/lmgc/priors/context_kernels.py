@@ -178,6 +178,23 @@ def restore_rows(heads, layout, back, flip, offset, lift):
 
 
 @njit(cache=True)
+def best_back(matrix, max_back):
+    """Per row of ``matrix`` (a span's heads, rows x columns), the earlier row (rows back, up to
+    ``max_back``) whose signs agree or disagree most, and that sum of +1 per agreeing and -1 per
+    disagreeing column; the nearest row wins a tie."""
+    count, length = matrix.shape
+    back, agree = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.float32)
+    for m in range(1, min(max_back, count - 1) + 1):
+        for i in range(m, count):
+            score = 0
+            for c in range(length):
+                score += 1 - (((matrix[i, c] ^ matrix[i - m, c]) & SIGN) >> 14)
+            if abs(score) > abs(agree[i]):
+                back[i], agree[i] = m, score
+    return back, agree
+
+
+@njit(cache=True)
 def kind_costs(planes, p, zero, parts, uses, counts, totals_table, counts_table):
     """Per context kind (``uses``: a row of (previous digit, previous value, value before) per
     kind), the exact code length of digit ``p`` of the values (``planes``: digits x values)

@@ -105,18 +105,6 @@ def _span_matrix(heads: np.ndarray, span: RowSpan) -> np.ndarray:
     return heads[span.start : span.start + span.length * span.count].reshape(span.count, span.length)
 
 
-def _best_back(signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the earlier row (rows back) whose signs agree or disagree most, and that sum."""
-    count = len(signs)
-    back = np.zeros(count, dtype=np.int64)
-    agree = np.zeros(count, dtype=np.float32)
-    for m in range(1, min(MAX_BACK, count - 1) + 1):
-        score = np.einsum("ij,ij->i", signs[m:], signs[:-m])
-        better = np.abs(score) > np.abs(agree[m:])
-        back[m:][better], agree[m:][better] = m, score[better]
-    return back, agree
-
-
 def _digit_costs(histograms: np.ndarray, fit: np.ndarray) -> np.ndarray:
     """Per row, the bits of its four top digits under order-0 counts of each digit position over
     the rows ``fit`` says (plus one of every digit)."""
@@ -147,7 +135,7 @@ def predict(heads: np.ndarray, spans: Sequence[RowSpan], margin: float = MARGIN,
     for span in spans:
         matrix = _span_matrix(heads, span).astype(np.int32)
         mag = matrix & MAG
-        back, agree = _best_back(np.where(matrix & SIGN, np.float32(-1), np.float32(1)))
+        back, agree = kernels.best_back(matrix, MAX_BACK)
         reference = matrix[np.arange(span.count) - back]
         offset = np.where(back > 0, _median_offset(mag, reference & MAG), 0).astype(np.int32)
         flip = (agree < 0).astype(np.int32)
