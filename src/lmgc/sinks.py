@@ -215,4 +215,3 @@ def _stand_in_file(dtypes: dict[str, str]) -> bytes:
     from safetensors.numpy import save
 
     return save(stand_ins)
-
