@@ -230,6 +230,8 @@ def run(labels: list[str], previous: dict, save) -> dict:
         for _ in range(REPEATS - 1 if len(source.data) < SMALL_FILE else 0):
             for again in run_bench([path], lmgc_codecs, protocols=["whole"]):
                 row = _row(rows, again.codec)
+                if row["status"] != "ok" or again.status != "ok":
+                    continue  # a failed run has no speeds; its row says why
                 for speed in ("compress_mbps", "decompress_mbps"):
                     row[speed] = max(row[speed], getattr(again, speed))
         for codec in lmgc_codecs:

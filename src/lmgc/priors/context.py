@@ -274,7 +274,7 @@ class _Predicted:
         self.choice, self.flags = (None, None) if spans is None else predict_rows(self.planes, self.spans)
 
     def same_chunk(self, data: bytes, spans) -> bool:
-        return self.spans == list(spans) and len(self.data) == len(data) and self.data == data
+        return self.spans == list(spans) and self.data == data
 
 
 def _check_kinds(kinds: list[str]) -> None:

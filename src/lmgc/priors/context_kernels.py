@@ -53,7 +53,7 @@ def lane_rows(grid, first, stop, n_values, uses, flags, counts, contexts, rows, 
     count rows and digits, in coding order, that the decoder meets step by step (it knows the
     digits only as it decodes them; the encoder can run ahead and code them in one call).
     Returns how many."""
-    lanes, length = grid.shape[2], -(-n_values // grid.shape[2])
+    length, lanes = grid.shape[1], grid.shape[2]
     n = 0
     for t in range(first, stop):
         active = min(lanes, (n_values - t + length - 1) // length)
