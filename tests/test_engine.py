@@ -12,7 +12,10 @@ import pytest
 
 import lmgc
 from lmgc.config import BATCH_CAP, DEFAULT_BATCH_SIZE, STATE_BUDGET, CodecConfig, auto_batch
-from lmgc.errors import CorruptDataError, LimitExceededError, ModelMismatchError, SerializationError
+from lmgc.container import unpack
+from lmgc.errors import (
+    CorruptDataError, EnvironmentMismatchError, LimitExceededError, ModelMismatchError, SerializationError,
+)
 from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
 from lmgc.priors.llm import LLMPrior
 from lmgc.priors.llm_engine import TRANSFORMERS, check_engine
@@ -60,21 +63,83 @@ def test_new_files_record_the_llama_engine_and_round_trip(smollm2):
     assert lmgc.decompress(blob).tobytes() == values.tobytes()
 
 
-@pytest.mark.parametrize("name", ["sample-v2-llm.lmgc", "sample-v2-hybrid1.lmgc"])
-def test_files_from_before_engines_decode_with_the_transformers_engine(name, smollm2):
-    """Made by lmgc 3cbb21f (token mode, and the nibble-mode hybrid v1): no engine recorded."""
+#: Golden LLM files of three formats, each made on two machines by the lmgc version that wrote the
+#: format (3cbb21f: token mode and the nibble hybrid v1, no engine recorded; 8484fe9: hybrid
+#: version 3), with the digest of their maker's numerics probe for the file's settings (None: made
+#: before probes existed, on a machine no longer at hand; the others carry it in their names). An
+#: LLM file decodes exactly only where the arithmetic is its maker's: machines with the same
+#: library versions and CPU capability have differed.
+LLM_GOLDEN = {
+    "sample-v2-llm": {"sample-v2-llm.lmgc": None,
+                      "sample-v2-llm.0a690734.lmgc": "0a6907349eb67f86"},
+    "sample-v2-hybrid1": {"sample-v2-hybrid1.lmgc": None,
+                          "sample-v2-hybrid1.a5db4464.lmgc": "a5db4464d9822992"},
+    "sample-v2-hybrid3": {"sample-v2-hybrid3.lmgc": None,
+                          "sample-v2-hybrid3.a13c03f8.lmgc": "a13c03f860763fa4"},
+}  # fmt: skip
+
+
+def _probe_here(blob: bytes) -> str:
+    """The digest this machine computes for the file's probe (what its encoder would record)."""
+    container = unpack(blob)
+    prior = lmgc.Decompressor()._prior(container)
+    return prior.numerics_probe(container.header.first_batch)
+
+
+@pytest.mark.parametrize("name", [name for files in LLM_GOLDEN.values() for name in files])
+def test_golden_llm_files_decode_exactly_or_fail_their_checksum(name, smollm2):
+    """Never wrong data: exact where this machine's probe is the maker's; elsewhere exact or a
+    CorruptDataError from the checksums (these files record no probe digest to refuse up front)."""
     blob = (GOLDEN / name).read_bytes()
-    prior = lmgc.read_container_info(blob)["header"]["prior"]
-    assert "engine" not in prior and "engine" not in prior.get("llm", {})
-    assert lmgc.decompress(blob).tobytes() == _golden_values().tobytes()
+    maker = next(files[name] for files in LLM_GOLDEN.values() if name in files)
+    try:
+        decoded = lmgc.decompress(blob)
+    except CorruptDataError:
+        assert maker != _probe_here(blob), "the maker's arithmetic, yet the decode failed"
+        return
+    assert decoded.tobytes() == _golden_values().tobytes()
 
 
-def test_hybrid_version_3_files_decode(smollm2):
-    """Made by lmgc 8484fe9, whose ``--prior hybrid`` was version 3 (the guard, no chosen kinds)."""
-    blob = (GOLDEN / "sample-v2-hybrid3.lmgc").read_bytes()
-    prior = lmgc.read_container_info(blob)["header"]["prior"]
-    assert (prior["version"], "digit_contexts" in prior) == (3, False)
-    assert lmgc.decompress(blob).tobytes() == _golden_values().tobytes()
+@pytest.mark.parametrize("family", LLM_GOLDEN)
+def test_each_golden_llm_format_decodes_where_its_makers_arithmetic_runs(family, smollm2):
+    """Files without an engine decode with transformers' cache; hybrid version 3 has the guard and
+    no chosen kinds. At least one file of each format was made with this machine's arithmetic."""
+    blobs = {name: (GOLDEN / name).read_bytes() for name in LLM_GOLDEN[family]}
+    for blob in blobs.values():
+        prior = lmgc.read_container_info(blob)["header"]["prior"]
+        if family == "sample-v2-hybrid3":
+            assert (prior["version"], "digit_contexts" in prior) == (3, False)
+        else:
+            assert "engine" not in prior and "engine" not in prior.get("llm", {})
+    here = {name: _probe_here(blob) for name, blob in blobs.items()}
+    ours = [name for name, maker in LLM_GOLDEN[family].items() if maker == here[name]]
+    if not ours:
+        pytest.skip(f"no {family} file was made with this machine's arithmetic (probe {here}): "
+                    "make one with the lmgc version named above and add it to LLM_GOLDEN")
+    for name in ours:
+        assert lmgc.decompress(blobs[name]).tobytes() == _golden_values().tobytes()
+
+
+def test_new_llm_files_record_their_probe_and_a_machine_computing_another_is_refused(smollm2, monkeypatch):
+    """The refusal comes before decoding; allowed anyway, the decode is checked by the checksums."""
+    values = _golden_values()
+    blob = lmgc.Compressor(prior="llm", chunk_bytes=16, batch_size=2, threads=2, dtype="float32").compress(values)
+    recorded = lmgc.read_container_info(blob)["header"]["environment"]["numerics"]
+    assert recorded == _probe_here(blob) and len(recorded) == 16
+    monkeypatch.setattr(LLMPrior, "numerics_probe", lambda self, batch: "0" * 16)
+    monkeypatch.setattr(LLMPrior, "decode", lambda *a: pytest.fail("decoded before the probe was checked"))
+    with pytest.raises(EnvironmentMismatchError, match=rf"encoded {recorded[:12]}…, here 000000000000…"):
+        lmgc.decompress(blob)
+    monkeypatch.undo()
+    assert lmgc.decompress(blob, allow_environment_mismatch=True).tobytes() == values.tobytes()
+
+
+def test_the_probe_sees_the_engines_rounding(smollm2):
+    """Two schedules of one model agree to float32 rounding, not bit for bit: the digest tells."""
+    serialization = Serialization.parse("hex-comma-be")
+    llama = LLMPrior(smollm2, serialization, threads=2, engine=ENGINE)
+    assert llama.numerics_probe(2) == llama.numerics_probe(2)
+    assert llama.numerics_probe(2) != LLMPrior(smollm2, serialization, threads=2, engine=TRANSFORMERS).numerics_probe(2)
 
 
 def test_the_transformers_engine_still_codes_new_files(smollm2):

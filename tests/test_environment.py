@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import pytest
 
-from lmgc.environment import check_environment, context_environment
+from lmgc.environment import NUMERICS, check_environment, check_numerics, context_environment, numerics_environment
 from lmgc.errors import EnvironmentMismatchError
 
 
@@ -25,3 +25,34 @@ def test_a_different_environment_is_refused_with_what_differs():
 def test_unknown_recorded_versions_are_not_compared():
     """Version-1 writers recorded constriction as "unknown" (the module has no __version__)."""
     check_environment({"constriction": "unknown"}, context_environment(), allow_mismatch=False)
+
+
+class _Probed:
+    """A prior whose arithmetic a probe checks (the LLM priors' protocol)."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest, self.batches = digest, []
+
+    def numerics_probe(self, batch: int) -> str:
+        self.batches.append(batch)
+        return self.digest
+
+
+def test_the_probe_digest_is_recorded_for_priors_that_have_one():
+    prior = _Probed("ab" * 16)
+    assert numerics_environment(prior, 3) == {NUMERICS: "ab" * 16} and prior.batches == [3]
+    assert numerics_environment(object(), 3) == {}
+
+
+def test_a_different_probe_digest_is_refused_after_the_model_loads():
+    """The digest needs the model, so the version check before loading passes over it."""
+    recorded = {"torch": "2.13.0", NUMERICS: "ab" * 16}
+    check_environment(recorded, {"torch": "2.13.0"}, allow_mismatch=False)
+    with pytest.raises(EnvironmentMismatchError, match=r"other probabilities than the encoder's \(digest of a "
+                                                       r"fixed probe: encoded abababababab…, here cdcdcdcdcdcd…\)"):  # fmt: skip
+        check_numerics(recorded, _Probed("cd" * 16), 2, allow_mismatch=False)
+    check_numerics(recorded, _Probed("ab" * 16), 2, allow_mismatch=False)
+    skipped = _Probed("cd" * 16)
+    check_numerics(recorded, skipped, 2, allow_mismatch=True)
+    check_numerics({"torch": "2.13.0"}, skipped, 2, allow_mismatch=False)  # files from before probes
+    assert skipped.batches == []  # neither runs the probe

@@ -23,7 +23,7 @@ from .codec import progress_bar, split_chunks
 from .config import DEFAULT_BATCH_SIZE, CodecConfig, model_dtype
 from .container import pack
 from .decoder import INTEGRITY, Decompressor, read_container_info
-from .environment import environment
+from .environment import environment, numerics_environment
 from .errors import InputError, LmgcError, VerificationError
 from .files import atomic_path, check_output_path
 from .header import header_fields
@@ -162,8 +162,10 @@ class Compressor:
         batch = self.config.batch_for(len(prepared.chunks), state)
         rows = tensor_rows(prepared.bundle.tensors, prepared.group, self.config.serialization.byte_order)
         coded = encode_input(self.prior, prepared.stream, prepared.chunks, prepared.group, batch, self.progress, rows)
+        environment = self.prior.environment(coded.identity) | numerics_environment(
+            self.prior, max(1, min(batch, len(prepared.chunks))))
         header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group, batch), coded.identity,
-                               self.prior.environment(coded.identity), coded.header_fields,
+                               environment, coded.header_fields,
                                prepared.bundle.manifest(), prepared.lossy_info)  # fmt: skip
         return pack(header, coded.payloads, coded.n_symbols, (t.data for t in prepared.bundle.tensors))
 

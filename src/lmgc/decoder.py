@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .codec import crc32, progress_bar
 from .container import Container, unpack, unpack_file
-from .environment import check_environment
+from .environment import check_environment, check_numerics
 from .errors import (
     CorruptDataError,
     LimitExceededError,
@@ -89,9 +89,11 @@ class Decompressor:
                                       header.serialization, header.codec["group_bytes"])  # fmt: skip
         check_environment(header.environment, prior_cls.environment(header.prior), self.allow_environment_mismatch)
         try:
-            return prior_cls.from_identity(header.prior, header.serialization, self._load)
+            prior = prior_cls.from_identity(header.prior, header.serialization, self._load)
         except SerializationError as exc:
             raise _malformed(exc) from None
+        check_numerics(header.environment, prior, header.first_batch, self.allow_environment_mismatch)
+        return prior
 
     def _chunks(self, container: Container, prior) -> Iterator[bytes]:
         """The decoded chunks in order: one at a time for the context prior, which decodes each

@@ -4,6 +4,12 @@ An LLM prior's probabilities depend on torch, transformers and numpy versions an
 kernels (or GPU) they run on; the context prior's only on constriction's quantization. The
 encoder records this, and the decoder refuses a different one unless the caller allows it (the
 checksums still catch a wrong result).
+
+Versions and torch's CPU capability do not pin every bit: two machines with the same ones have
+computed different float32 probabilities (BLAS kernels choose blockings by CPU model). So an
+LLM prior also records the digest of a fixed probe run through the model with the file's own
+settings (:data:`NUMERICS`), which the decoder recomputes once the model is loaded, before
+decoding anything.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import functools
 
 from .errors import EnvironmentMismatchError
 
-__all__ = ["environment", "context_environment", "check_environment"]
+__all__ = ["environment", "context_environment", "check_environment", "NUMERICS", "numerics_environment",
+           "check_numerics"]
 
 
 @functools.cache  # reading package metadata costs ~1 ms, as much as coding a small tensor
@@ -40,6 +47,11 @@ def environment(device: str) -> dict:
     return env
 
 
+#: The environment entry holding a prior's probe digest (``numerics_probe``); it needs the model,
+#: so :func:`check_numerics` compares it after loading, not :func:`check_environment`.
+NUMERICS = "numerics"
+
+
 def context_environment() -> dict:
     """The context prior's arithmetic is numpy integers plus constriction's quantization."""
     return {"constriction": _constriction_version()}
@@ -52,10 +64,38 @@ def check_environment(recorded: dict, here: dict, allow_mismatch: bool) -> None:
         EnvironmentMismatchError: a recorded entry differs here and ``allow_mismatch`` is false.
     """
     # "unknown": a version-1 writer could not read constriction's version
-    diffs = {k: (v, here.get(k)) for k, v in recorded.items() if v != "unknown" and here.get(k) != v}
+    diffs = {k: (v, here.get(k)) for k, v in recorded.items()
+             if k != NUMERICS and v != "unknown" and here.get(k) != v}
     if diffs and not allow_mismatch:
         listing = "; ".join(f"{k}: encoded with {a}, here {b}" for k, (a, b) in diffs.items())
         raise EnvironmentMismatchError(
             f"decoding here may not reproduce the encoder's arithmetic ({listing}); use the "
             "same versions, or pass --allow-env-mismatch to try (checksums verify the result)"
+        )
+
+
+def numerics_environment(prior, batch: int) -> dict:
+    """``{NUMERICS: digest}`` for a prior whose arithmetic a probe checks, at the size of its
+    first lockstep batch; nothing for the others (integer arithmetic decodes anywhere)."""
+    probe = getattr(prior, "numerics_probe", None)
+    return {NUMERICS: probe(batch)} if probe is not None else {}
+
+
+def check_numerics(recorded: dict, prior, batch: int, allow_mismatch: bool) -> None:
+    """Refuse, before decoding, where the loaded model computes other probabilities than the
+    encoder's on the recorded probe (files without a digest are checked by their checksums).
+
+    Raises:
+        EnvironmentMismatchError: the digests differ and ``allow_mismatch`` is false.
+    """
+    probe = getattr(prior, "numerics_probe", None)
+    if allow_mismatch or NUMERICS not in recorded or probe is None:
+        return
+    here = probe(batch)
+    if here != recorded[NUMERICS]:
+        raise EnvironmentMismatchError(
+            "this machine's arithmetic gives the model other probabilities than the encoder's "
+            f"(digest of a fixed probe: encoded {recorded[NUMERICS][:12]}…, here {here[:12]}…), so "
+            "decoding here would not reproduce the data; decode on the machine type that coded it, "
+            "or pass --allow-env-mismatch to try (checksums verify the result)"
         )

@@ -62,6 +62,11 @@ class Header:
     def n_chunks(self) -> int:
         return -(-self.total_bytes // self.chunk_bytes)
 
+    @property
+    def first_batch(self) -> int:
+        """Chunks in the first lockstep batch (at least 1): the size the numerics probe runs at."""
+        return max(1, min(self.codec["batch_size"], self.n_chunks))
+
     def chunk_size(self, index: int) -> int:
         return min(self.chunk_bytes, self.total_bytes - index * self.chunk_bytes)
 

@@ -208,6 +208,10 @@ class MixedLLMPrior(SteppedPrior):
     def lm(self) -> LanguageModel:
         return self.llm.lm
 
+    def numerics_probe(self, batch: int) -> str:
+        """The LLM's arithmetic decides the mixture's: its probe is the prior's."""
+        return self.llm.numerics_probe(batch)
+
     def state_bytes(self, chunk_bytes: int, group: int) -> int:
         """The LLM's per-chunk state (its KV cache) sizes the batches; what is mixed in is shared."""
         return self.llm.state_bytes(chunk_bytes, group)

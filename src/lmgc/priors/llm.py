@@ -26,7 +26,9 @@ from ..schema import SHA256, integer, mapping, text
 from ..serialize import Serialization, hex_digits, pack_hex_digits
 from .base import ModelLoader, SteppedPrior
 from .llama_step import FusedLlama, kv_bytes_per_position
-from .llm_engine import ENGINES, TRANSFORMERS, LLMSession, RestrictedHead, check_engine, default_engine, softmax
+from .llm_engine import (
+    ENGINES, TRANSFORMERS, LLMSession, RestrictedHead, check_engine, default_engine, probe_digest, softmax,
+)
 
 __all__ = ["LLMPrior", "NibblePrior", "nibbles", "pack_nibbles"]
 
@@ -191,6 +193,10 @@ class _LLMBase(SteppedPrior):
             "threads": self.threads,
             "engine": self.engine,
         }
+
+    def numerics_probe(self, batch: int) -> str:
+        """What the environment records as ``numerics`` (:func:`~.llm_engine.probe_digest`)."""
+        return probe_digest(self, batch)
 
     def derived_identity(self) -> dict:
         """Fields version-1 containers also recorded (derived from the tokenizer; checked there)."""

@@ -6,6 +6,7 @@ The probabilities an LLM prior codes with come from here, so everything that dec
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from .llm import _LLMBase
 
 __all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES", "default_engine",
-           "check_engine"]  # fmt: skip
+           "check_engine", "probe_digest"]  # fmt: skip
 
 #: The model's own forward with transformers' KV cache: what files without a recorded engine used,
 #: and what models :mod:`.llama_step` does not cover use.
@@ -123,3 +124,21 @@ class LLMSession:
                                   np.broadcast_to(extra, (self._batch, len(extra)))], axis=1)  # fmt: skip
         inputs = torch.from_numpy(np.ascontiguousarray(ids)).to(prior.lm.device)
         return softmax(self._logits(inputs)[:, -1])
+
+
+#: Steps of the numerics probe after BOS: the prompt's shapes and then single-token steps, as
+#: every decode starts.
+PROBE_STEPS = 4
+
+
+def probe_digest(prior: "_LLMBase", batch: int) -> str:
+    """The SHA-256 (first 8 bytes, hex) of the probabilities of a fixed probe: ``batch`` sequences
+    stepped from BOS through fixed symbols with the prior's engine, threads, dtype and device, at
+    the size of a file's first batch. A machine whose kernels round differently gives another
+    digest (a few steps' cost), where the data's checksum would tell only after the whole decode."""
+    session = LLMSession(prior, batch, lambda t: (), 1 + PROBE_STEPS)
+    digest, symbols = hashlib.sha256(), None
+    for t in range(PROBE_STEPS + 1):
+        digest.update(session.step(symbols).tobytes())
+        symbols = (np.arange(batch) * 7 + t) % prior.alphabet_size
+    return digest.hexdigest()[:16]
