@@ -26,7 +26,7 @@ from .decoder import INTEGRITY, Decompressor, read_container_info
 from .environment import environment, numerics_environment
 from .errors import InputError, LmgcError, VerificationError
 from .files import atomic_path, check_output_path
-from .header import header_fields
+from .header import first_batch, header_fields
 from .lossy import LossyPipeline, parse_lossy
 from .models import load_model
 from .priors import PRIORS as _PRIOR_CLASSES
@@ -163,7 +163,7 @@ class Compressor:
         rows = tensor_rows(prepared.bundle.tensors, prepared.group, self.config.serialization.byte_order)
         coded = encode_input(self.prior, prepared.stream, prepared.chunks, prepared.group, batch, self.progress, rows)
         environment = self.prior.environment(coded.identity) | numerics_environment(
-            self.prior, max(1, min(batch, len(prepared.chunks))))
+            self.prior, first_batch(batch, len(prepared.chunks)))
         header = header_fields(len(prepared.stream), self.config.header_codec(prepared.group, batch), coded.identity,
                                environment, coded.header_fields,
                                prepared.bundle.manifest(), prepared.lossy_info)  # fmt: skip

@@ -6,10 +6,10 @@ encoder records this, and the decoder refuses a different one unless the caller 
 checksums still catch a wrong result).
 
 Versions and torch's CPU capability do not pin every bit: two machines with the same ones have
-computed different float32 probabilities (BLAS kernels choose blockings by CPU model). So an
-LLM prior also records the digest of a fixed probe run through the model with the file's own
-settings (:data:`NUMERICS`), which the decoder recomputes once the model is loaded, before
-decoding anything.
+computed different float32 and bfloat16 probabilities (kernels choose code paths and blockings
+by CPU model). So an LLM prior also records the digest of a fixed probe run through the model
+with the file's own settings (:data:`NUMERICS`), which the decoder recomputes once the model is
+loaded, before decoding anything.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from .tensors import FORMATS, ITEMSIZE
 from .wire import Reader, decode_value, encode_value
 
 __all__ = [
-    "Header", "check", "encode", "decode", "decode_v1", "header_fields", "manifest_bytes", "tensor_bytes",
+    "Header", "check", "encode", "decode", "decode_v1", "first_batch", "header_fields", "manifest_bytes",
+    "tensor_bytes",
     "DEFAULT_MAX_OUTPUT_BYTES", "MAX_HEADER_BYTES", "MAX_CHUNK_BYTES",
 ]  # fmt: skip
 
@@ -64,11 +65,15 @@ class Header:
 
     @property
     def first_batch(self) -> int:
-        """Chunks in the first lockstep batch (at least 1): the size the numerics probe runs at."""
-        return max(1, min(self.codec["batch_size"], self.n_chunks))
+        return first_batch(self.codec["batch_size"], self.n_chunks)
 
     def chunk_size(self, index: int) -> int:
         return min(self.chunk_bytes, self.total_bytes - index * self.chunk_bytes)
+
+
+def first_batch(batch_size: int, n_chunks: int) -> int:
+    """Chunks in the first lockstep batch (at least 1): the size the numerics probe runs at."""
+    return max(1, min(batch_size, n_chunks))
 
 
 def header_fields(total_bytes: int, codec: dict, prior: dict, environment: dict, coded: dict,

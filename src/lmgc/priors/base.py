@@ -93,6 +93,13 @@ class Prior(Protocol):
         as holding none."""
         ...
 
+    def numerics_probe(self, batch: int) -> str:
+        """The digest of the probabilities a fixed probe gets at this batch size, for a prior
+        whose float kernels may round differently on another machine: recorded as the
+        environment's ``numerics`` and checked before decoding (:mod:`lmgc.environment`).
+        Optional: a prior without it (integer arithmetic) records none."""
+        ...
+
     def encode(self, stream: bytes, chunks: Sequence[bytes], group: int, batch: int,
                progress: bool) -> Coded:  # fmt: skip
         """Code the chunks of one input (``stream`` is all of it, for priors that fit to it)."""
