@@ -122,13 +122,22 @@ def _lmgc_run(compressor, array: np.ndarray) -> dict:
 
 
 def _reusable(previous: dict | None) -> dict:
-    """LLM prior rows of a previous report by (file path, window start, window SHA-256)."""
+    """LLM prior rows of a previous report by (file path, window start, window SHA-256), each
+    with the date of the run that measured it (``measured``; reports before the field said it
+    once for all their reused rows, as ``llm_rows_from``)."""
     rows = {}
     for entry in (previous or {}).get("files", {}).values():
         for window in entry["windows"]:
             key = (entry["path"], window["start"], window.get("sha256"))
-            rows[key] = {name: window[name] for name in LLM if name in window}
+            rows[key] = {name: window[name] | {"measured": _measured(window[name], previous)}
+                         for name in LLM if name in window}  # fmt: skip
     return rows
+
+
+def _measured(row: dict, report: dict) -> str:
+    if "measured" in row:
+        return row["measured"]
+    return report["llm_rows_from"] if row.get("reused") else report["date"]
 
 
 def run(labels: list[str], llm_priors: list[str], windows: int, window_bytes: int, seed: int,
@@ -217,6 +226,21 @@ def _window_pct(window: dict, name: str) -> float:
     return 100 * window[name]["payload"] / window["bytes"]
 
 
+def _reuse_sentence(report: dict) -> str:
+    """Which files' LLM rows an earlier run measured (``--reuse-llm``), and when."""
+    kept = {}
+    for label, entry in report["files"].items():
+        for window in entry["windows"]:
+            for name in report["llm_priors"]:
+                if window.get(name, {}).get("reused"):
+                    kept.setdefault(window[name]["measured"], set()).add(label)
+    if not kept:
+        return ""
+    runs = "; ".join(f"{', '.join(sorted(labels))}: the run of {date}" for date, labels in sorted(kept.items()))
+    return (f" The LLM priors' rows (sizes, times, bits per position) were kept from earlier runs on the same "
+            f"window bytes (SHA-256) for these files ({runs}); everything else was measured in this run.")
+
+
 def markdown(report: dict) -> str:
     n, llm = report["windows"], report["llm_priors"]
     lines = [
@@ -226,8 +250,7 @@ def markdown(report: dict) -> str:
         f"{report['seconds'] / 60:.0f} min; {n} seeded window(s) of {report['window_bytes']} B per file "
         f"(seed {report['seed']}); SmolLM2-135M ({report['dtype']}, {THREADS} torch threads), `hex-comma-be`. "
         "Every size is coded, decoded and compared byte for byte."
-        + (f" The LLM priors' rows (sizes, times, bits per position) are those of the run of {report['llm_rows_from']} "
-           "on the same window bytes (SHA-256); the rest was measured again." if "llm_rows_from" in report else ""),
+        + _reuse_sentence(report),
         "",
         "Cells: payload % of the window bytes, over all windows of the file (lmgc: coded chunks "
         "without the container header; classical: their whole output). LLM priors: 512-B chunks, "
@@ -309,9 +332,6 @@ def main() -> None:
     previous_json = args.out.with_suffix(".json")
     previous = json.loads(previous_json.read_text()) if args.reuse_llm and previous_json.exists() else None
     report = run(args.only, llm_priors, args.windows, args.window_bytes, args.seed, previous)
-    if previous and any(window[name].get("reused") for entry in report["files"].values()
-                        for window in entry["windows"] for name in llm_priors if name in window):  # fmt: skip
-        report["llm_rows_from"] = previous["date"]
     report |= {"llm_priors": llm_priors, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "windows": args.windows,
                "window_bytes": args.window_bytes, "seed": args.seed, "dtype": model_dtype("auto", "cpu"),
