@@ -92,7 +92,7 @@ def _code_lanes(stream: DigitStream, planes: np.ndarray, kinds: list[str], flags
     rows = np.empty((lanes, 16), dtype=np.float32)
     digits = np.empty(lanes, dtype=np.int32)
     for t in range(length):
-        active = min(lanes, (n_values - t + length - 1) // length)
+        active = kernels.active_lanes(n_values, lanes, length, t)
         for p in range(k):
             kernels.lane_contexts(grid, p, t, active, uses[p], flag_grid, counts, contexts, rows, digits)
             coded = stream.code_rows(digits[:active], rows[:active])

@@ -48,6 +48,12 @@ def lane_update(grid, p, t, active, counts, contexts, digits):
 
 
 @njit(cache=True)
+def active_lanes(n_values, lanes, length, t):
+    """Lanes that have a value at step ``t`` (a prefix: only the last lanes run short)."""
+    return min(lanes, (n_values - t + length - 1) // length)
+
+
+@njit(cache=True)
 def lane_rows(grid, first, stop, n_values, uses, flags, counts, contexts, rows, digits):
     """The encoder's steps ``first ... stop - 1`` of every sequential position at once: the
     count rows and digits, in coding order, that the decoder meets step by step (it knows the
@@ -56,7 +62,7 @@ def lane_rows(grid, first, stop, n_values, uses, flags, counts, contexts, rows, 
     length, lanes = grid.shape[1], grid.shape[2]
     n = 0
     for t in range(first, stop):
-        active = min(lanes, (n_values - t + length - 1) // length)
+        active = active_lanes(n_values, lanes, length, t)
         for p in range(grid.shape[0]):
             lane_contexts(grid, p, t, active, uses[p], flags, counts, contexts, rows[n : n + active],
                           digits[n : n + active])  # fmt: skip
