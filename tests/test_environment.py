@@ -56,3 +56,39 @@ def test_a_different_probe_digest_is_refused_after_the_model_loads():
     check_numerics(recorded, skipped, 2, allow_mismatch=True)
     check_numerics({"torch": "2.13.0"}, skipped, 2, allow_mismatch=False)  # files from before probes
     assert skipped.batches == []  # neither runs the probe
+
+
+def test_a_gpu_file_is_refused_by_name_on_a_machine_without_one():
+    """A GPU's entries compare by name: no torch error about a missing CUDA build."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from lmgc.environment import environment
+
+    here = environment("cuda")
+    assert here["cuda_device"] == "none" and "cuda_driver" not in here
+    recorded = here | {"cuda_device": "NVIDIA H200", "cuda_driver": "580.159.04", "tf32": "off"}
+    with pytest.raises(EnvironmentMismatchError, match=r"cuda_device: encoded with NVIDIA H200, here none; "
+                                                       r"cuda_driver: encoded with 580.159.04, here absent"):  # fmt: skip
+        check_environment(recorded, here, allow_mismatch=False)
+
+
+def test_gpu_settings_fix_the_cublas_workspace_and_turn_tf32_off(monkeypatch):
+    import torch
+
+    from lmgc.environment import deterministic_cuda
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # fmt: skip
+    try:
+        deterministic_cuda()
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[2], before[3]

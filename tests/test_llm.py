@@ -16,6 +16,7 @@ from lmgc.container import unpack
 from lmgc.errors import (
     CorruptDataError,
     EnvironmentMismatchError,
+    ModelError,
     ModelMismatchError,
     SerializationError,
     UnsupportedVersionError,
@@ -114,6 +115,26 @@ def test_environment_mismatch_is_refused_unless_allowed(small_blob, gradient_sam
         lmgc.decompress(small_blob)
     back = lmgc.decompress(small_blob, allow_environment_mismatch=True)
     assert back.tobytes() == gradient_sample[:8].tobytes()
+
+
+def test_a_gpu_coded_file_is_refused_clearly_on_a_machine_without_a_gpu(small_blob):
+    """As a file from an H200 reads here (the GPU's entries as that machine recorded them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    gpu = {"cuda_device": "NVIDIA H200", "cuda_driver": "580.159.04", "cuda_runtime": "13.0",
+           "cublas_workspace": ":4096:8", "tf32": "off"}  # fmt: skip
+
+    def on_gpu(header):
+        header["prior"]["device"] = "cuda"
+        header["environment"].update(gpu)
+
+    forged = _edit_header(small_blob, on_gpu)
+    with pytest.raises(EnvironmentMismatchError, match="cuda_device: encoded with NVIDIA H200, here none"):
+        lmgc.decompress(forged)
+    with pytest.raises(ModelError, match="model device 'cuda' is not available here: torch has no usable CUDA"):
+        lmgc.decompress(forged, allow_environment_mismatch=True)
 
 
 def test_corrupt_payload_is_detected(small_blob):

@@ -14,11 +14,13 @@ loaded, before decoding anything.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 
 from .errors import EnvironmentMismatchError
 
-__all__ = ["environment", "context_environment", "check_environment", "NUMERICS", "numerics_environment",
+__all__ = ["environment", "deterministic_cuda", "context_environment", "check_environment", "NUMERICS", "numerics_environment",
            "check_numerics"]
 
 
@@ -43,8 +45,58 @@ def environment(device: str) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if device.startswith("cuda"):
-        env["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
+        env.update(_cuda_environment(device))
     return env
+
+
+def _cuda_environment(device: str) -> dict:
+    """The GPU, its driver and the CUDA runtime torch was built for, plus the settings that
+    :func:`~lmgc.models.load_model` fixes on a GPU (cuBLAS workspace, no TF32). On a machine
+    without one the GPU is ``none``, so a GPU-coded file is refused by name, not by a torch error."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"cuda_device": "none"}
+    deterministic_cuda()  # the decoder checks before loading the model, which applies them too
+    return {
+        "cuda_device": torch.cuda.get_device_name(torch.device(device)),
+        "cuda_driver": _cuda_driver_version(),
+        "cuda_runtime": torch.version.cuda or "unknown",
+        "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default"),
+        "tf32": "on" if torch.backends.cuda.matmul.allow_tf32 else "off",
+    }
+
+
+def deterministic_cuda() -> None:
+    """Make a GPU compute an LLM prior's probabilities the same way every run, as the decoder
+    must: a fixed cuBLAS workspace (read when cuBLAS first runs in the process; later, torch
+    warns), deterministic algorithms and no TF32 for float32 matmuls. Process-wide settings, as
+    torch has them; :func:`environment` records them."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@functools.cache
+def _cuda_driver_version() -> str:
+    """The NVIDIA driver's release (NVML), else the CUDA version the driver supports."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        text = ctypes.create_string_buffer(96)
+        if nvml.nvmlInit_v2() == 0 and nvml.nvmlSystemGetDriverVersion(text, 96) == 0:
+            return text.value.decode("ascii", "replace")
+    except (OSError, AttributeError):
+        pass
+    try:
+        version = ctypes.c_int()
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(version)) == 0:
+            return f"cuda {version.value // 1000}.{version.value % 1000 // 10}"
+    except (OSError, AttributeError):
+        pass
+    return "unknown"
 
 
 #: The environment entry holding a prior's probe digest (``numerics_probe``); it needs the model,
@@ -64,7 +116,7 @@ def check_environment(recorded: dict, here: dict, allow_mismatch: bool) -> None:
         EnvironmentMismatchError: a recorded entry differs here and ``allow_mismatch`` is false.
     """
     # "unknown": a version-1 writer could not read constriction's version
-    diffs = {k: (v, here.get(k)) for k, v in recorded.items()
+    diffs = {k: (v, here.get(k, "absent")) for k, v in recorded.items()
              if k != NUMERICS and v != "unknown" and here.get(k) != v}
     if diffs and not allow_mismatch:
         listing = "; ".join(f"{k}: encoded with {a}, here {b}" for k, (a, b) in diffs.items())

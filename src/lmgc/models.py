@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .environment import deterministic_cuda
 from .errors import ModelError
 
 __all__ = ["EMBEDDED_MODELS", "DEFAULT_MODEL", "LanguageModel", "load_model", "default_model_spec"]
@@ -149,6 +150,11 @@ def load_model(spec: str | None = None, dtype: str = "float32", device: str = "c
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"model device {device!r} is not available here: torch has no usable CUDA GPU "
+                             "on this machine (a file coded on a GPU decodes on one)")  # fmt: skip
+        deterministic_cuda()
     source, kwargs = _from_pretrained_args(spec)
     start = time.perf_counter()
     try:
