@@ -38,7 +38,7 @@ import numpy as np
 
 import lmgc
 from lmgc.config import default_threads
-from lmgc.models import load_model
+from lmgc.models import DEFAULT_MODEL, default_model_spec, load_model
 from lmgc.tensors import read_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,8 +207,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "# LLM codec speed vs the matmul-only limit",
         "",
         f"{meta['date']}, {meta['machine']}, device {meta['device']}, {meta['threads']} torch threads, "
-        f"torch {meta['torch']}, load average {meta['load']} at the start. Model SmolLM2-135M (GGUF Q4_1 "
-        f"dequantized), `--prior llm`, chunks of {CHUNK_BYTES} B of the packaged ConvNet gradient "
+        f"torch {meta['torch']}, load average {meta['load']} at the start. Model {meta['model']}, "
+        f"`--prior llm`, chunks of {CHUNK_BYTES} B of the packaged ConvNet gradient "
         f"({meta['chunks']} chunks{meta.get('tiled', '')}), encoded, decoded and compared. Limit: the "
         "decoder blocks' linear layers alone at the same batch, dtype and threads (best of 5). Limit "
         "with attention: that plus attention alone over a float32 KV cache, averaged over a chunk's "
@@ -267,6 +267,8 @@ def main() -> None:
             "device": args.device if not gpu else torch.cuda.get_device_name(args.device),
             "threads": args.threads, "torch": torch.__version__, "chunks": args.chunks,
             "load": f"{os.getloadavg()[0]:.1f}"}  # fmt: skip
+    spec = default_model_spec()
+    meta["model"] = "SmolLM2-135M (GGUF Q4_1 dequantized)" if spec == DEFAULT_MODEL else spec
     if args.chunks * CHUNK_BYTES > packaged_values().nbytes:
         meta["tiled"] = ", the gradient repeated"
     if gpu:

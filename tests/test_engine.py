@@ -18,7 +18,7 @@ from lmgc.errors import (
 )
 from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
 from lmgc.priors.llm import LLMPrior
-from lmgc.priors.llm_engine import TRANSFORMERS, check_engine
+from lmgc.priors.llm_engine import TRANSFORMERS, check_engine, default_engine
 from lmgc.serialize import Serialization
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -41,6 +41,24 @@ def test_the_llama_step_matches_the_models_own_forward(smollm2):
     stepped = [stepper.hidden(ids[:, t : t + 1]) for t in range(7)] + [stepper.hidden(ids[:, 7:10])]
     stepped = torch.cat(stepped, dim=1)
     assert torch.allclose(stepped, full, rtol=1e-4, atol=1e-4)
+
+
+def test_the_fixed_span_step_matches_the_models_own_forward(smollm2):
+    """The graph engine's schedule (masked spans, writes at a device position), run eagerly as on
+    a CPU: the full forward's hidden states to float32 rounding, across a span boundary (64) and
+    a cache that grows."""
+    import torch
+
+    from lmgc.priors.llama_graph import SPAN, GraphLlamaStepper
+
+    ids = torch.randint(3, 2000, (2, SPAN + 6), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full = smollm2.model.base_model(input_ids=ids).last_hidden_state
+    stepper = GraphLlamaStepper(FusedLlama(smollm2.model), batch=2, length=4)  # grows on the way
+    assert stepper._length == SPAN  # whole spans
+    stepped = [stepper.hidden(ids[:, :3])] + [stepper.hidden(ids[:, t : t + 1]) for t in range(3, SPAN + 6)]
+    assert stepper._length == 2 * SPAN
+    assert torch.allclose(torch.cat(stepped, dim=1), full, rtol=1e-4, atol=1e-4)
 
 
 def test_a_cache_no_machine_can_hold_is_a_typed_error(smollm2, monkeypatch):
@@ -140,6 +158,19 @@ def test_the_probe_sees_the_engines_rounding(smollm2):
     llama = LLMPrior(smollm2, serialization, threads=2, engine=ENGINE)
     assert llama.numerics_probe(2) == llama.numerics_probe(2)
     assert llama.numerics_probe(2) != LLMPrior(smollm2, serialization, threads=2, engine=TRANSFORMERS).numerics_probe(2)
+
+
+def test_the_graph_engine_codes_and_decodes_on_a_cpu_too(smollm2):
+    """The GPU's default engine runs its arithmetic eagerly elsewhere: files round-trip, and the
+    engine is recorded, so a decoder steps the same schedule."""
+    from lmgc.priors.llama_graph import ENGINE as GRAPH
+
+    values = _golden_values()[:4]
+    prior = LLMPrior(smollm2, Serialization.parse("hex-comma-be"), threads=2, engine=GRAPH)
+    blob = lmgc.Compressor(prior=prior, chunk_bytes=16, batch_size=2).compress(values)
+    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == GRAPH
+    assert lmgc.decompress(blob).tobytes() == values.tobytes()
+    assert default_engine(smollm2.model, "cuda:0") == GRAPH and default_engine(smollm2.model, "cpu") == ENGINE
 
 
 def test_the_transformers_engine_still_codes_new_files(smollm2):

@@ -159,7 +159,7 @@ class _LLMBase(SteppedPrior):
 
         self.lm = lm
         self.threads = threads
-        self.engine = engine or default_engine(lm.model)
+        self.engine = engine or default_engine(lm.model, lm.device)
         self._fused: FusedLlama | None = None
         self.token_ids = np.asarray(token_ids, dtype=np.int64)
         self.head = RestrictedHead(lm.model, torch.from_numpy(self.token_ids).to(lm.device))

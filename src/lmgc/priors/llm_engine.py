@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ModelMismatchError
-from . import llama_step
+from . import llama_graph, llama_step
 
 if TYPE_CHECKING:
     from .llm import _LLMBase
@@ -24,17 +24,20 @@ __all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES",
 #: The model's own forward with transformers' KV cache: what files without a recorded engine used,
 #: and what models :mod:`.llama_step` does not cover use.
 TRANSFORMERS = "transformers"
-ENGINES = (TRANSFORMERS, llama_step.ENGINE)
+ENGINES = (TRANSFORMERS, llama_step.ENGINE, llama_graph.ENGINE)
 
 
-def default_engine(model) -> str:
-    """The fastest schedule that covers ``model``."""
-    return llama_step.ENGINE if llama_step.supports(model) else TRANSFORMERS
+def default_engine(model, device: str) -> str:
+    """The fastest schedule that covers ``model`` on ``device``: CUDA graphs on a GPU, where a
+    step is bound by kernel launches; elsewhere the plain step, which reads no padded span."""
+    if not llama_step.supports(model):
+        return TRANSFORMERS
+    return llama_graph.ENGINE if device.startswith("cuda") else llama_step.ENGINE
 
 
 def check_engine(engine: str, model, spec: str) -> None:
     """ModelMismatchError where a recorded engine cannot run this model."""
-    if engine == llama_step.ENGINE and not llama_step.supports(model):
+    if engine in (llama_step.ENGINE, llama_graph.ENGINE) and not llama_step.supports(model):
         raise ModelMismatchError(f"this file was coded with the {engine} engine, which needs a plain "
                                  f"Llama-architecture model; {spec!r} is not one")  # fmt: skip
 
@@ -106,7 +109,8 @@ class LLMSession:
             cache = DynamicCache()
             self._logits = lambda inputs: prior.head.logits(inputs, cache)
         else:
-            stepper = llama_step.LlamaStepper(prior.fused_model(), batch_size, max(positions, 1))
+            steppers = {llama_step.ENGINE: llama_step.LlamaStepper, llama_graph.ENGINE: llama_graph.GraphLlamaStepper}
+            stepper = steppers[prior.engine](prior.fused_model(), batch_size, max(positions, 1))
             self._logits = lambda inputs: prior.head.project(stepper.hidden(inputs))
         self._extra_tokens = extra_tokens
         self._fed = 0

@@ -1,0 +1,134 @@
+"""Stepping a Llama-family model with fixed shapes, replayed as a CUDA graph on a GPU.
+
+Why: on a GPU the ``lmgc-llama-1`` step is bound by the host, not the device. Measured on an H200
+(``benchmarks/results/llm_profile_gpu.md``): ~1,350 kernel launches per step, 5.7 ms of device
+work in a 45 ms forward, and the same time at batch 1 as at batch 1,294. A CUDA graph launches a
+whole step at once, but it replays fixed shapes and fixed addresses, and in ``lmgc-llama-1`` the
+attention reads a prefix that grows by one position per step.
+
+So here attention reads the cache in spans of :data:`SPAN` positions, the positions past the
+current one masked out, and the position, the cache writes (``index_copy_``) and the mask come
+from a device tensor: within a span every step has the same shapes, one graph serves it, and a
+chunk of ~580 positions needs ten graphs. Masking changes the softmax's sums (over padded
+rows), so this schedule's probabilities are its own: the header records it as its own engine,
+and it runs the same arithmetic eagerly on a CPU (slower there than ``lmgc-llama-1``; a CPU
+decodes such a file only where its arithmetic matches, as the numerics probe checks).
+
+The encoder and the decoder capture and replay the same graphs at the same steps; a step's
+outputs always come from a replay, never from the eager warm-up that precedes a capture.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .llama_step import LlamaStepper, _rotate
+
+__all__ = ["ENGINE", "SPAN", "GraphLlamaStepper"]
+
+#: The recorded name of this schedule; a change to its arithmetic needs a new name.
+ENGINE = "lmgc-llama-graph-1"
+#: Cache positions attention reads per graph (the span grows in these steps).
+SPAN = 64
+
+
+def _spans(positions: int) -> int:
+    return -(-positions // SPAN) * SPAN
+
+
+class GraphLlamaStepper(LlamaStepper):
+    """:class:`~.llama_step.LlamaStepper`'s interface with fixed-shape steps (see the module
+    docstring); single-token steps on a GPU replay a CUDA graph per span."""
+
+    def _allocate(self, length: int, batch: int) -> None:
+        """Whole spans, zero past what was fed: masked positions must be finite (0 x NaN is NaN)."""
+        filled = self._filled
+        super()._allocate(_spans(length), batch)
+        self._keys[..., filled:].zero_()
+        self._values[:, :, :, filled:].zero_()
+        self._graph = None  # a graph holds the old cache's addresses
+
+    def _forward(self, input_ids):
+        import torch
+
+        batch, q = input_ids.shape
+        start = self._filled
+        if start + q > self._length:
+            self._allocate(max(start + q, 2 * self._length), batch)
+        span = min(self._length, _spans(start + q))
+        if q == 1 and input_ids.device.type == "cuda":
+            out = self._replay(input_ids, start, span)
+        else:
+            out = self._compute(input_ids, torch.tensor(start, device=input_ids.device), span)
+        self._filled = start + q
+        return out
+
+    def _replay(self, input_ids, start: int, span: int):
+        import torch
+
+        if self._graph is None or self._graph[0] != span:
+            self._graph = None  # free the last span's graph before capturing the next
+            if not hasattr(self, "_ids"):
+                self._ids = torch.zeros_like(input_ids)
+                self._position = torch.zeros((), dtype=torch.int64, device=input_ids.device)
+            self._ids.copy_(input_ids)
+            self._position.fill_(start)
+            self._graph = (span, *self._capture(span))
+        self._ids.copy_(input_ids)
+        self._position.fill_(start)
+        self._graph[1].replay()
+        return self._graph[2]
+
+    def _capture(self, span: int):
+        """A graph of one step at this span; its warm-up (torch's rule before a capture) writes
+        this step's cache slot eagerly, which the replay then overwrites before reading it."""
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._compute(self._ids, self._position, span)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._compute(self._ids, self._position, span)
+        return graph, out
+
+    def _compute(self, input_ids, start, span: int):
+        """The step for tokens at positions ``start`` (a device scalar) onwards, attention over
+        the first ``span`` cache positions with those past each token masked."""
+        import torch
+
+        model = self._model
+        device = input_ids.device
+        positions = start + torch.arange(input_ids.shape[1], device=device)
+        x = model.body.embed_tokens(input_ids)
+        cos, sin = model.body.rotary_emb(x, positions[None])
+        mask = torch.zeros(len(positions), span, dtype=torch.float32, device=device)
+        mask.masked_fill_(torch.arange(span, device=device)[None, :] > positions[:, None], -math.inf)
+        for index, layer in enumerate(model.layers):
+            x = x + self._masked_attention(index, layer, layer.input_norm(x), cos, sin, positions, span, mask)
+            h = layer.post_norm(x)
+            gate, up = torch.nn.functional.linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + torch.nn.functional.linear(layer.act(gate) * up, layer.down)
+        return model.body.norm(x)
+
+    def _masked_attention(self, index, layer, h, cos, sin, positions, span, mask):
+        import torch
+
+        model = self._model
+        batch, q, _ = h.shape
+        heads, kv_heads, dim = model.heads, model.kv_heads, model.head_dim
+        group = heads // kv_heads
+        query, key, value = torch.nn.functional.linear(h, layer.qkv).split(model.split, dim=-1)
+        query = _rotate(query.view(batch, q, heads, dim), cos, sin)
+        key = _rotate(key.view(batch, q, kv_heads, dim), cos, sin)
+        self._keys[index].index_copy_(3, positions, key.permute(0, 2, 3, 1).float())
+        self._values[index].index_copy_(2, positions, value.view(batch, q, kv_heads, dim).transpose(1, 2).float())
+        grouped = query.view(batch, q, kv_heads, group, dim).permute(0, 2, 3, 1, 4)
+        grouped = grouped.reshape(batch, kv_heads, group * q, dim).float()
+        scores = torch.matmul(grouped, self._keys[index, :, :, :, :span]) * model.scale
+        scores = (scores.view(batch, kv_heads, group, q, span) + mask).view(batch, kv_heads, group * q, span)
+        context = torch.matmul(torch.softmax(scores, dim=-1), self._values[index, :, :, :span])
+        context = context.view(batch, kv_heads, group, q, dim).permute(0, 3, 1, 2, 4)
+        return torch.nn.functional.linear(context.reshape(batch, q, heads * dim).to(h.dtype), layer.o)
