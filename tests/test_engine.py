@@ -14,7 +14,7 @@ import lmgc
 from lmgc.config import BATCH_CAP, DEFAULT_BATCH_SIZE, STATE_BUDGET, CodecConfig, auto_batch
 from lmgc.container import unpack
 from lmgc.errors import (
-    CorruptDataError, EnvironmentMismatchError, LimitExceededError, ModelMismatchError, SerializationError,
+    CorruptDataError, EnvironmentMismatchError, LimitExceededError, ModelError, ModelMismatchError, SerializationError,
 )
 from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
 from lmgc.priors.llm import LLMPrior
@@ -171,6 +171,20 @@ def test_the_graph_engine_codes_and_decodes_on_a_cpu_too(smollm2):
     assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == GRAPH
     assert lmgc.decompress(blob).tobytes() == values.tobytes()
     assert default_engine(smollm2.model, "cuda:0") == GRAPH and default_engine(smollm2.model, "cpu") == ENGINE
+
+
+def test_lmgc_engine_chooses_the_engine_new_files_use(smollm2, monkeypatch):
+    """A way around an engine that fails on some machine; files record it, decoders follow it."""
+    monkeypatch.setenv("LMGC_ENGINE", TRANSFORMERS)
+    assert default_engine(smollm2.model, "cuda:0") == TRANSFORMERS
+    monkeypatch.setenv("LMGC_ENGINE", "fast-and-wrong")
+    with pytest.raises(ModelError, match="LMGC_ENGINE='fast-and-wrong' is not an LLM engine; one of transformers"):
+        default_engine(smollm2.model, "cpu")
+    other = SimpleNamespace(config=SimpleNamespace(model_type="gemma3_text", rope_parameters={},
+                                                   hidden_act="gelu_pytorch_tanh"))  # fmt: skip
+    monkeypatch.setenv("LMGC_ENGINE", ENGINE)
+    with pytest.raises(ModelMismatchError, match="needs a plain Llama-architecture model; 'gemma3_text' is not one"):
+        default_engine(other, "cpu")
 
 
 def test_the_transformers_engine_still_codes_new_files(smollm2):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import ModelError
 from .llama_step import LlamaStepper, _rotate
 
 __all__ = ["ENGINE", "SPAN", "GraphLlamaStepper"]
@@ -90,8 +91,13 @@ class GraphLlamaStepper(LlamaStepper):
             self._compute(self._ids, self._position, span)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self._compute(self._ids, self._position, span)
+        try:
+            with torch.cuda.graph(graph):
+                out = self._compute(self._ids, self._position, span)
+        except RuntimeError as exc:
+            raise ModelError(f"this GPU and torch could not capture the {ENGINE} engine's step as a CUDA "
+                             f"graph ({exc}); code with LMGC_ENGINE=lmgc-llama-1 instead (a file records "
+                             "its engine, so decoders follow)") from None  # fmt: skip
         return graph, out
 
     def _compute(self, input_ids, start, span: int):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ModelMismatchError
+from ..errors import ModelError, ModelMismatchError
 from . import llama_graph, llama_step
 
 if TYPE_CHECKING:
@@ -28,8 +29,19 @@ ENGINES = (TRANSFORMERS, llama_step.ENGINE, llama_graph.ENGINE)
 
 
 def default_engine(model, device: str) -> str:
-    """The fastest schedule that covers ``model`` on ``device``: CUDA graphs on a GPU, where a
-    step is bound by kernel launches; elsewhere the plain step, which reads no padded span."""
+    """``$LMGC_ENGINE`` if set (a way around an engine that fails on some machine), else the
+    fastest schedule that covers ``model`` on ``device``: CUDA graphs on a GPU, where a step is
+    bound by kernel launches; elsewhere the plain step, which reads no padded span.
+
+    Raises:
+        ModelError: ``$LMGC_ENGINE`` names no engine, or one that cannot run ``model``.
+    """
+    chosen = os.environ.get("LMGC_ENGINE")
+    if chosen:
+        if chosen not in ENGINES:
+            raise ModelError(f"LMGC_ENGINE={chosen!r} is not an LLM engine; one of {', '.join(ENGINES)}")
+        check_engine(chosen, model, getattr(model.config, "model_type", "this model"))
+        return chosen
     if not llama_step.supports(model):
         return TRANSFORMERS
     return llama_graph.ENGINE if device.startswith("cuda") else llama_step.ENGINE
