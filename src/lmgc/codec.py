@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import distributed
-from .coder import ChunkDecoder, ChunkEncoder
+from .coder import BatchDecoder, BatchEncoder
 from .errors import SerializationError
 
 if TYPE_CHECKING:
@@ -54,10 +54,6 @@ def _batches(n: int, batch_size: int):
         yield range(start, min(n, start + batch_size))
 
 
-def _next_inputs(symbols: Sequence[np.ndarray], t: int) -> np.ndarray:
-    return np.array([s[t] if t < len(s) else _FILL_SYMBOL for s in symbols], dtype=np.int64)
-
-
 Progress = Callable[[int, int], None]  # (symbols done in this call, original bytes finished)
 
 
@@ -75,21 +71,24 @@ def encode_symbols(
             )
 
     def code(batch: range) -> dict[int, EncodedChunk]:
-        batch_symbols = [symbols[i] for i in batch]
-        encoders = [ChunkEncoder() for _ in batch]
-        session = stream.open([len(s) for s in batch_symbols])
+        lengths = np.array([len(symbols[i]) for i in batch], dtype=np.int64)
+        steps = np.full((lengths.max(initial=0), len(batch)), _FILL_SYMBOL, dtype=np.int32)  # step x chunk
+        for j, i in enumerate(batch):
+            steps[: lengths[j], j] = symbols[i]
+        chunk_sizes = np.array([sizes[i] for i in batch], dtype=np.int64)
+        encoder = BatchEncoder(len(batch))
+        session = stream.open(lengths.tolist())
         inputs = None
-        for t in range(max(map(len, batch_symbols), default=0)):
+        for t, step in enumerate(steps):
             probabilities = session.step(inputs)
-            active = 0
-            for j, s in enumerate(batch_symbols):
-                if t < len(s):
-                    encoders[j].encode(int(s[t]), probabilities[j])
-                    active += 1
+            lanes = np.flatnonzero(lengths > t)
+            encoder.encode(lanes, step, probabilities)
             if progress:
-                progress(active, sum(sizes[i] for i, s in zip(batch, batch_symbols) if len(s) == t + 1))
-            inputs = _next_inputs(batch_symbols, t)
-        return {i: EncodedChunk(e.finish(), e.n_symbols, e.ideal_bits) for i, e in zip(batch, encoders)}
+                progress(len(lanes), int(chunk_sizes[lengths == t + 1].sum()))
+            inputs = step.astype(np.int64)  # the fill symbol where a chunk has ended
+        payloads = encoder.finish()
+        return {i: EncodedChunk(payloads[j], int(encoder.n_symbols[j]), float(encoder.ideal_bits[j]))
+                for j, i in enumerate(batch)}  # fmt: skip
 
     out = _each_batch(stream, len(symbols), batch_size, code)
     return [out[i] for i in range(len(symbols))]
@@ -102,22 +101,24 @@ def decode_symbols(
     """Inverse of :func:`encode_symbols` given the same prior, symbol counts and batch size."""
 
     def code(batch: range) -> dict[int, np.ndarray]:
-        decoders = [ChunkDecoder(payloads[i]) for i in batch]
-        counts = [n_symbols[i] for i in batch]
-        decoded = [np.empty(n, dtype=np.int64) for n in counts]
-        session = stream.open(counts)
+        decoder = BatchDecoder([payloads[i] for i in batch])
+        counts = np.array([n_symbols[i] for i in batch], dtype=np.int64)
+        chunk_sizes = np.array([sizes[i] for i in batch], dtype=np.int64)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        decoded = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)  # every chunk's, end to end
+        step = np.zeros(len(batch), dtype=np.int64)
+        session = stream.open(counts.tolist())
         inputs = None
-        for t in range(max(counts, default=0)):
+        for t in range(counts.max(initial=0)):
             probabilities = session.step(inputs)
-            active = 0
-            for j, n in enumerate(counts):
-                if t < n:
-                    decoded[j][t] = decoders[j].decode(probabilities[j])
-                    active += 1
+            lanes = np.flatnonzero(counts > t)
+            decoder.decode(lanes, probabilities, step)
+            decoded[starts[lanes] + t] = step[lanes]
             if progress:
-                progress(active, sum(sizes[i] for i, n in zip(batch, counts) if n == t + 1))
-            inputs = _next_inputs(decoded, t)
-        return dict(zip(batch, decoded))
+                progress(len(lanes), int(chunk_sizes[counts == t + 1].sum()))
+            inputs = np.where(counts > t, step, _FILL_SYMBOL)
+        return dict(zip(batch, np.split(decoded, ends[:-1])))
 
     out = _each_batch(stream, len(payloads), batch_size, code)
     return [out[i] for i in range(len(payloads))]
