@@ -20,8 +20,8 @@ import os
 
 from .errors import EnvironmentMismatchError
 
-__all__ = ["environment", "deterministic_cuda", "context_environment", "check_environment", "NUMERICS", "numerics_environment",
-           "check_numerics"]
+__all__ = ["environment", "deterministic_cuda", "context_environment", "check_environment", "NUMERICS",
+           "numerics_environment", "check_numerics"]
 
 
 @functools.cache  # reading package metadata costs ~1 ms, as much as coding a small tensor
