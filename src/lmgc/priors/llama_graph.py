@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ModelError
-from .llama_step import LlamaStepper, _rotate
+from .llama_step import LlamaStepper
 
 __all__ = ["ENGINE", "SPAN", "GraphLlamaStepper"]
 
@@ -113,28 +113,12 @@ class GraphLlamaStepper(LlamaStepper):
         mask = torch.zeros(len(positions), span, dtype=torch.float32, device=device)
         mask.masked_fill_(torch.arange(span, device=device)[None, :] > positions[:, None], -math.inf)
         for index, layer in enumerate(model.layers):
-            x = x + self._masked_attention(index, layer, layer.input_norm(x), cos, sin, positions, span, mask)
-            h = layer.post_norm(x)
-            gate, up = torch.nn.functional.linear(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + torch.nn.functional.linear(layer.act(gate) * up, layer.down)
+            x = self._block(index, layer, x, cos, sin, (positions, span), mask)
         return model.body.norm(x)
 
-    def _masked_attention(self, index, layer, h, cos, sin, positions, span, mask):
-        import torch
-
-        model = self._model
-        batch, q, _ = h.shape
-        heads, kv_heads, dim = model.heads, model.kv_heads, model.head_dim
-        group = heads // kv_heads
-        query, key, value = torch.nn.functional.linear(h, layer.qkv).split(model.split, dim=-1)
-        query = _rotate(query.view(batch, q, heads, dim), cos, sin)
-        key = _rotate(key.view(batch, q, kv_heads, dim), cos, sin)
-        self._keys[index].index_copy_(3, positions, key.permute(0, 2, 3, 1).float())
-        self._values[index].index_copy_(2, positions, value.view(batch, q, kv_heads, dim).transpose(1, 2).float())
-        grouped = query.view(batch, q, kv_heads, group, dim).permute(0, 2, 3, 1, 4)
-        grouped = grouped.reshape(batch, kv_heads, group * q, dim).float()
-        scores = torch.matmul(grouped, self._keys[index, :, :, :, :span]) * model.scale
-        scores = (scores.view(batch, kv_heads, group, q, span) + mask).view(batch, kv_heads, group * q, span)
-        context = torch.matmul(torch.softmax(scores, dim=-1), self._values[index, :, :, :span])
-        context = context.view(batch, kv_heads, group, q, dim).permute(0, 3, 1, 2, 4)
-        return torch.nn.functional.linear(context.reshape(batch, q, heads * dim).to(h.dtype), layer.o)
+    def _write(self, index, keys, values, where) -> int:
+        """At the device positions of ``where`` = (positions, span); attention reads the span."""
+        positions, span = where
+        self._keys[index].index_copy_(3, positions, keys.float())
+        self._values[index].index_copy_(2, positions, values.float())
+        return span

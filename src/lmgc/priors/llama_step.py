@@ -157,14 +157,21 @@ class LlamaStepper:
             mask = torch.zeros(q, start + q, dtype=torch.float32, device=x.device)
             mask.masked_fill_(keys[None, :] > (start + torch.arange(q, device=x.device))[:, None], -math.inf)
         for index, layer in enumerate(model.layers):
-            x = x + self._attention(index, layer, layer.input_norm(x), cos, sin, start, mask)
-            h = layer.post_norm(x)
-            gate, up = torch.nn.functional.linear(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + torch.nn.functional.linear(layer.act(gate) * up, layer.down)
+            x = self._block(index, layer, x, cos, sin, start, mask)
         self._filled = start + q
         return model.body.norm(x)
 
-    def _attention(self, index, layer, h, cos, sin, start, mask):
+    def _block(self, index, layer, x, cos, sin, where, mask):
+        """Decoder block ``index``: attention (cache written at ``where``), then the MLP."""
+        import torch
+
+        x = x + self._attention(index, layer, layer.input_norm(x), cos, sin, where, mask)
+        gate, up = torch.nn.functional.linear(layer.post_norm(x), layer.gate_up).chunk(2, dim=-1)
+        return x + torch.nn.functional.linear(layer.act(gate) * up, layer.down)
+
+    def _attention(self, index, layer, h, cos, sin, where, mask):
+        """Grouped-query attention of layer ``index`` with the new keys and values written to the
+        cache at ``where`` first (:meth:`_write`) and ``mask`` added to the scores if given."""
         import torch
 
         model = self._model
@@ -174,9 +181,8 @@ class LlamaStepper:
         query, key, value = torch.nn.functional.linear(h, layer.qkv).split(model.split, dim=-1)
         query = _rotate(query.view(batch, q, heads, dim), cos, sin)
         key = _rotate(key.view(batch, q, kv_heads, dim), cos, sin)
-        end = start + q
-        self._keys[index, :, :, :, start:end] = key.permute(0, 2, 3, 1)
-        self._values[index, :, :, start:end] = value.view(batch, q, kv_heads, dim).transpose(1, 2)
+        values = value.view(batch, q, kv_heads, dim).transpose(1, 2)
+        end = self._write(index, key.permute(0, 2, 3, 1), values, where)
         # (batch, kv_heads, group * q, dim): the query heads that share a key/value head, together
         grouped = query.view(batch, q, kv_heads, group, dim).permute(0, 2, 3, 1, 4)
         grouped = grouped.reshape(batch, kv_heads, group * q, dim).float()
@@ -187,6 +193,14 @@ class LlamaStepper:
         context = torch.matmul(torch.softmax(scores, dim=-1), self._values[index, :, :, :end])
         context = context.view(batch, kv_heads, group, q, dim).permute(0, 3, 1, 2, 4)
         return torch.nn.functional.linear(context.reshape(batch, q, heads * dim).to(h.dtype), layer.o)
+
+    def _write(self, index, keys, values, start: int) -> int:
+        """Store layer ``index``'s new (batch, kv_heads, dim, q) keys and (batch, kv_heads, q, dim)
+        values at positions ``start`` onwards; the cache positions attention then reads."""
+        end = start + keys.shape[-1]
+        self._keys[index, :, :, :, start:end] = keys
+        self._values[index, :, :, start:end] = values
+        return end
 
 
 def _rotate(x, cos, sin):
