@@ -106,7 +106,7 @@ def decode_symbols(
         chunk_sizes = np.array([sizes[i] for i in batch], dtype=np.int64)
         ends = np.cumsum(counts)
         starts = ends - counts
-        decoded = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)  # every chunk's, end to end
+        decoded = np.empty(int(ends[-1]), dtype=np.int64)  # every chunk's, end to end (batches are never empty)
         step = np.zeros(len(batch), dtype=np.int64)
         session = stream.open(counts.tolist())
         inputs = None

@@ -67,16 +67,14 @@ class GraphLlamaStepper(LlamaStepper):
     def _replay(self, input_ids, start: int, span: int):
         import torch
 
-        if self._graph is None or self._graph[0] != span:
-            self._graph = None  # free the last span's graph before capturing the next
-            if not hasattr(self, "_ids"):
-                self._ids = torch.zeros_like(input_ids)
-                self._position = torch.zeros((), dtype=torch.int64, device=input_ids.device)
-            self._ids.copy_(input_ids)
-            self._position.fill_(start)
-            self._graph = (span, *self._capture(span))
+        if not hasattr(self, "_ids"):  # the graphs' static inputs
+            self._ids = torch.zeros_like(input_ids)
+            self._position = torch.zeros((), dtype=torch.int64, device=input_ids.device)
         self._ids.copy_(input_ids)
         self._position.fill_(start)
+        if self._graph is None or self._graph[0] != span:
+            self._graph = None  # free the last span's graph before capturing the next
+            self._graph = (span, *self._capture(span))
         self._graph[1].replay()
         return self._graph[2]
 
