@@ -110,31 +110,32 @@ def matmul_limit(lm, batch: int, threads: int, repeats: int = 5) -> float:
 
 
 def attention_seconds(lm, batch: int, threads: int, positions: int, repeats: int = 3) -> float:
-    """Seconds per step of attention alone (the two batched products of every layer over a float32
-    KV cache, as the lmgc-llama-1 engine computes them), averaged over a chunk of ``positions``
-    steps: its reads of the KV cache grow with the context and are no matmul against weights, so
-    the matmul-only limit leaves them out."""
+    """Seconds per step of attention alone (the two batched products and the softmax of every
+    layer over a KV cache in the model's dtype, each layer its own cache, as the lmgc-llama-2
+    engine computes them), averaged over a chunk of ``positions`` steps: its reads of the KV cache
+    grow with the context and are no matmul against weights, so the matmul-only limit leaves
+    them out."""
     import torch
 
     torch.set_num_threads(threads)
-    config = lm.model.config
+    config, dtype = lm.model.config, lm.model.dtype
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     layers, group = config.num_hidden_layers, heads // kv_heads
     samples = [max(1, int(positions * (i + 0.5) / 4)) for i in range(4)]
-    keys = torch.randn(batch, kv_heads, dim, positions, device=lm.device)
-    values = torch.randn(batch, kv_heads, positions, dim, device=lm.device)
-    query = torch.randn(batch, kv_heads, group, dim, device=lm.device)
+    query = torch.randn(batch, kv_heads, group, dim, device=lm.device).to(dtype)
     total = 0.0
     with torch.inference_mode():
         for length in samples:
+            keys = [torch.randn(batch, kv_heads, length, dim, device=lm.device).to(dtype) for _ in range(layers)]
+            values = [torch.randn(batch, kv_heads, length, dim, device=lm.device).to(dtype) for _ in range(layers)]
             best = float("inf")
             for _ in range(repeats):
                 _sync(lm.device)
                 start = time.perf_counter()
-                for _ in range(layers):
-                    weights = torch.softmax(torch.matmul(query, keys[..., :length]), dim=-1)
-                    torch.matmul(weights, values[:, :, :length])
+                for layer in range(layers):
+                    scores = torch.matmul(query, keys[layer].transpose(2, 3)).float()
+                    torch.matmul(torch.softmax(scores, dim=-1).to(dtype), values[layer])
                 _sync(lm.device)
                 best = min(best, time.perf_counter() - start)
             total += best
@@ -211,7 +212,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"`--prior llm`, chunks of {CHUNK_BYTES} B of the packaged ConvNet gradient "
         f"({meta['chunks']} chunks{meta.get('tiled', '')}), encoded, decoded and compared. Limit: the "
         "decoder blocks' linear layers alone at the same batch, dtype and threads (best of 5). Limit "
-        "with attention: that plus attention alone over a float32 KV cache, averaged over a chunk's "
+        "with attention: that plus attention alone over a KV cache in the model's dtype, averaged over a chunk's "
         "context lengths (best of 3 at four lengths)."
         + (" FLOP roof: the linear layers' FLOP per token at the rate of an 8192³ matrix product in "
            "the same dtype, measured in this run." if gpu else ""),

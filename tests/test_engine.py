@@ -1,6 +1,6 @@
-"""The LLM engines: the preallocated-cache Llama step (``lmgc-llama-1``) against the model's own
-forward, files of the ``transformers`` engine (and of lmgc versions that recorded no engine), and
-the ``auto`` batch size."""
+"""The LLM engines: the Llama steps (``lmgc-llama-1``, the compact ``lmgc-llama-2`` and the
+fixed-span ``lmgc-llama-graph-1``) against the model's own forward, files of the ``transformers``
+engine (and of lmgc versions that recorded no engine), and the ``auto`` batch size."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from lmgc.container import unpack
 from lmgc.errors import (
     CorruptDataError, EnvironmentMismatchError, LimitExceededError, ModelError, ModelMismatchError, SerializationError,
 )
+from lmgc.priors.llama_compact import ENGINE as COMPACT
+from lmgc.priors.llama_compact import CompactLlamaStepper
 from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
 from lmgc.priors.llm import LLMPrior
 from lmgc.priors.llm_engine import TRANSFORMERS, check_engine, default_engine
@@ -61,6 +63,56 @@ def test_the_fixed_span_step_matches_the_models_own_forward(smollm2):
     assert torch.allclose(torch.cat(stepped, dim=1), full, rtol=1e-4, atol=1e-4)
 
 
+def test_the_compact_step_matches_the_models_own_forward(smollm2):
+    """The CPU's default schedule (a cache in the model's dtype, allocated and read in whole
+    spans): the full forward's hidden states to float32 rounding for a float32 model, across a
+    span boundary (64), the cache growing a span at a time as positions are fed."""
+    import torch
+
+    from lmgc.priors.llama_compact import SPAN
+
+    ids = torch.randint(3, 2000, (2, SPAN + 6), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        full = smollm2.model.base_model(input_ids=ids).last_hidden_state
+    stepper = CompactLlamaStepper(FusedLlama(smollm2.model), batch=2, length=1 << 40)  # a forged claim
+    assert stepper._length == 0  # nothing allocated ahead of what is fed
+    stepped = [stepper.hidden(ids[:, :3])] + [stepper.hidden(ids[:, t : t + 1]) for t in range(3, SPAN)]
+    assert stepper._length == SPAN and stepper._keys[0].shape == (2, 3, SPAN, 64)
+    stepped += [stepper.hidden(ids[:, t : t + 1]) for t in range(SPAN, SPAN + 6)]
+    assert stepper._length == 2 * SPAN and stepper._values[-1].dtype == torch.float32
+    assert torch.allclose(torch.cat(stepped, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_the_compact_cache_holds_the_models_dtype():
+    """A bfloat16 model's cache is bfloat16 (half lmgc-llama-1's float32 bytes), its steps close to
+    the model's own bfloat16 forward (a small random Llama stands in for the real one)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    ids = torch.randint(0, 64, (2, 5))
+    with torch.inference_mode():
+        full = model.base_model(input_ids=ids).last_hidden_state
+    stepper = CompactLlamaStepper(FusedLlama(model), batch=2, length=5)
+    stepped = torch.cat([stepper.hidden(ids[:, :2])] + [stepper.hidden(ids[:, t : t + 1]) for t in range(2, 5)], dim=1)
+    assert stepper._keys[0].dtype == stepper._values[1].dtype == torch.bfloat16
+    assert torch.allclose(stepped.float(), full.float(), rtol=0.05, atol=0.05)
+
+
+def test_compact_engine_files_round_trip_and_lmgc_llama_1_files_still_decode(smollm2):
+    """Its probabilities are its own, so files record the engine; decoders follow the record."""
+    values = _golden_values()[:4]
+    blobs = {}
+    for engine in (COMPACT, ENGINE):
+        prior = LLMPrior(smollm2, Serialization.parse("hex-comma-be"), threads=2, engine=engine)
+        blobs[engine] = lmgc.Compressor(prior=prior, chunk_bytes=16, batch_size=2).compress(values)
+        assert lmgc.read_container_info(blobs[engine])["header"]["prior"]["engine"] == engine
+        assert lmgc.decompress(blobs[engine]).tobytes() == values.tobytes()
+
+
 def test_a_cache_no_machine_can_hold_is_a_typed_error(smollm2, monkeypatch):
     """Claimed symbol counts size the cache only up to MAX_PREALLOCATED; past it, and for what
     cannot be allocated at all, the error says what was asked."""
@@ -77,7 +129,7 @@ def test_a_cache_no_machine_can_hold_is_a_typed_error(smollm2, monkeypatch):
 def test_new_files_record_the_llama_engine_and_round_trip(smollm2):
     values = _golden_values()
     blob = lmgc.compress(values, prior="llm", **SETTINGS)
-    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == ENGINE
+    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == COMPACT
     assert lmgc.decompress(blob).tobytes() == values.tobytes()
 
 
@@ -170,7 +222,7 @@ def test_the_graph_engine_codes_and_decodes_on_a_cpu_too(smollm2):
     blob = lmgc.Compressor(prior=prior, chunk_bytes=16, batch_size=2).compress(values)
     assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == GRAPH
     assert lmgc.decompress(blob).tobytes() == values.tobytes()
-    assert default_engine(smollm2.model, "cuda:0") == GRAPH and default_engine(smollm2.model, "cpu") == ENGINE
+    assert default_engine(smollm2.model, "cuda:0") == GRAPH and default_engine(smollm2.model, "cpu") == COMPACT
 
 
 def test_lmgc_engine_chooses_the_engine_new_files_use(smollm2, monkeypatch):

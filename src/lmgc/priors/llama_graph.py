@@ -54,8 +54,7 @@ class GraphLlamaStepper(LlamaStepper):
 
         batch, q = input_ids.shape
         start = self._filled
-        if start + q > self._length:
-            self._allocate(max(start + q, 2 * self._length), batch)
+        self._reserve(start + q, batch)
         span = min(self._length, _spans(start + q))
         if q == 1 and input_ids.device.type == "cuda":
             out = self._replay(input_ids, start, span)
@@ -117,6 +116,6 @@ class GraphLlamaStepper(LlamaStepper):
     def _write(self, index, keys, values, where) -> int:
         """At the device positions of ``where`` = (positions, span); attention reads the span."""
         positions, span = where
-        self._keys[index].index_copy_(3, positions, keys.float())
+        self._keys[index].index_copy_(3, positions, keys.transpose(2, 3).float())
         self._values[index].index_copy_(2, positions, values.float())
         return span

@@ -111,27 +111,41 @@ class LlamaStepper:
     def _allocate(self, length: int, batch: int) -> None:
         """A cache for ``length`` positions, holding what was fed so far; float32 whatever the
         model's dtype (CPU batched matmuls of these small shapes run ~2x faster in float32 than
-        in bfloat16), keys stored transposed so that both attention products read the filled
-        prefix in place, without a contiguous copy."""
+        in bfloat16 when they read a prefix of a longer cache), keys stored transposed so that
+        both attention products read the filled prefix in place, without a contiguous copy."""
         import torch
 
         model, filled = self._model, self._filled
         shape = (len(model.layers), batch, model.kv_heads)
-        device = model.layers[0].o.device
+        keys = self._cache((*shape, model.head_dim, length), torch.float32, batch, length)
+        values = self._cache((*shape, length, model.head_dim), torch.float32, batch, length)
+        if filled:
+            keys[..., :filled] = self._keys[..., :filled]
+            values[:, :, :, :filled] = self._values[:, :, :, :filled]
+        self._keys, self._values, self._length = keys, values, length
+
+    def _cache(self, shape: tuple, dtype, batch: int, length: int, zero: bool = False):
+        """An uninitialised (or zeroed) cache tensor on the model's device; LimitExceededError,
+        naming the whole cache's size in ``dtype`` at ``length`` positions, where it cannot be
+        allocated."""
+        import torch
+
+        model = self._model
         try:
-            keys = torch.empty((*shape, model.head_dim, length), dtype=torch.float32, device=device)
-            values = torch.empty((*shape, length, model.head_dim), dtype=torch.float32, device=device)
+            make = torch.zeros if zero else torch.empty
+            return make(shape, dtype=dtype, device=model.layers[0].o.device)
         except RuntimeError:  # torch's out-of-memory errors (CPU and CUDA) are RuntimeErrors
-            need = 8 * math.prod(shape) * model.head_dim * length  # keys and values, 4 bytes each
+            need = model.per_position // 4 * dtype.itemsize * batch * length
             raise LimitExceededError(
                 f"the model's KV cache for {batch} chunks in lockstep at {length} positions needs "
                 f"{need / 2**30:.1f} GiB, more than this machine can allocate (a smaller batch or "
                 "chunk size needs less)"
             ) from None
-        if filled:
-            keys[..., :filled] = self._keys[..., :filled]
-            values[:, :, :, :filled] = self._values[:, :, :, :filled]
-        self._keys, self._values, self._length = keys, values, length
+
+    def _reserve(self, end: int, batch: int) -> None:
+        """Room in the cache for positions ``:end`` (it grows by doubling)."""
+        if end > self._length:
+            self._allocate(max(end, 2 * self._length), batch)
 
     def hidden(self, input_ids):
         """(batch, q) token ids -> (batch, q, hidden) final-normed hidden states."""
@@ -145,8 +159,7 @@ class LlamaStepper:
 
         batch, q = input_ids.shape
         start = self._filled
-        if start + q > self._length:
-            self._allocate(max(start + q, 2 * self._length), batch)
+        self._reserve(start + q, batch)
         model = self._model
         x = model.body.embed_tokens(input_ids)
         positions = torch.arange(start, start + q, device=input_ids.device)[None]
@@ -182,25 +195,36 @@ class LlamaStepper:
         query = _rotate(query.view(batch, q, heads, dim), cos, sin)
         key = _rotate(key.view(batch, q, kv_heads, dim), cos, sin)
         values = value.view(batch, q, kv_heads, dim).transpose(1, 2)
-        end = self._write(index, key.permute(0, 2, 3, 1), values, where)
+        end = self._write(index, key.transpose(1, 2), values, where)
         # (batch, kv_heads, group * q, dim): the query heads that share a key/value head, together
         grouped = query.view(batch, q, kv_heads, group, dim).permute(0, 2, 3, 1, 4)
-        grouped = grouped.reshape(batch, kv_heads, group * q, dim).float()
-        scores = torch.matmul(grouped, self._keys[index, :, :, :, :end]) * model.scale
-        if mask is not None:
-            scores = scores.view(batch, kv_heads, group, q, end) + mask
-            scores = scores.view(batch, kv_heads, group * q, end)
-        context = torch.matmul(torch.softmax(scores, dim=-1), self._values[index, :, :, :end])
+        context = self._attend(index, grouped.reshape(batch, kv_heads, group * q, dim), end, mask)
         context = context.view(batch, kv_heads, group, q, dim).permute(0, 3, 1, 2, 4)
         return torch.nn.functional.linear(context.reshape(batch, q, heads * dim).to(h.dtype), layer.o)
 
+    def _attend(self, index, grouped, end: int, mask):
+        """Layer ``index``'s attention of the grouped queries over cache positions ``:end``."""
+        import torch
+
+        scores = torch.matmul(grouped.float(), self._keys[index, :, :, :, :end]) * self._model.scale
+        return torch.matmul(torch.softmax(_masked(scores, mask), dim=-1), self._values[index, :, :, :end])
+
     def _write(self, index, keys, values, start: int) -> int:
-        """Store layer ``index``'s new (batch, kv_heads, dim, q) keys and (batch, kv_heads, q, dim)
-        values at positions ``start`` onwards; the cache positions attention then reads."""
-        end = start + keys.shape[-1]
-        self._keys[index, :, :, :, start:end] = keys
-        self._values[index, :, :, start:end] = values
+        """Store layer ``index``'s new (batch, kv_heads, q, dim) keys and values at positions
+        ``start`` onwards; the cache positions attention then reads."""
+        end = start + keys.shape[2]
+        self._keys[index][..., start:end] = keys.transpose(2, 3)
+        self._values[index][:, :, start:end] = values
         return end
+
+
+def _masked(scores, mask):
+    """(batch, kv_heads, group * q, end) scores with the (q, end) ``mask`` added to each group."""
+    if mask is None:
+        return scores
+    batch, kv_heads, rows, end = scores.shape
+    q = mask.shape[0]
+    return (scores.view(batch, kv_heads, rows // q, q, end) + mask).view(batch, kv_heads, rows, end)
 
 
 def _rotate(x, cos, sin):

@@ -170,12 +170,13 @@ class _LLMBase(SteppedPrior):
 
     def state_bytes(self, chunk_bytes: int, group: int) -> int:
         """The KV cache of one chunk: keys and values of every layer at every position (a
-        position per text character at most; float32 as the ``lmgc-llama`` engine keeps it)."""
+        position per text character at most; float32, as ``lmgc-llama-1`` keeps it: the most
+        any engine keeps)."""
         positions = 1 + self.serialization.to_text_length(chunk_bytes, group)
         return kv_bytes_per_position(self.lm.model.config) * positions
 
     def fused_model(self) -> FusedLlama:
-        """The ``lmgc-llama`` engine's weight layout, built on first use."""
+        """The ``lmgc-llama`` engines' weight layout, built on first use."""
         if self._fused is None:
             self._fused = FusedLlama(self.lm.model)
         return self._fused

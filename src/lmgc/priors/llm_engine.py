@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ModelError, ModelMismatchError
-from . import llama_graph, llama_step
+from . import llama_compact, llama_graph, llama_step
 
 if TYPE_CHECKING:
     from .llm import _LLMBase
@@ -25,13 +25,16 @@ __all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES",
 #: The model's own forward with transformers' KV cache: what files without a recorded engine used,
 #: and what models :mod:`.llama_step` does not cover use.
 TRANSFORMERS = "transformers"
-ENGINES = (TRANSFORMERS, llama_step.ENGINE, llama_graph.ENGINE)
+ENGINES = (TRANSFORMERS, llama_step.ENGINE, llama_compact.ENGINE, llama_graph.ENGINE)
+_STEPPERS = {llama_step.ENGINE: llama_step.LlamaStepper, llama_compact.ENGINE: llama_compact.CompactLlamaStepper,
+             llama_graph.ENGINE: llama_graph.GraphLlamaStepper}  # fmt: skip
 
 
 def default_engine(model, device: str) -> str:
     """``$LMGC_ENGINE`` if set (a way around an engine that fails on some machine), else the
     fastest schedule that covers ``model`` on ``device``: CUDA graphs on a GPU, where a step is
-    bound by kernel launches; elsewhere the plain step, which reads no padded span.
+    bound by kernel launches; elsewhere the compact step (a cache in the model's dtype), which
+    reads no padded span.
 
     Raises:
         ModelError: ``$LMGC_ENGINE`` names no engine, or one that cannot run ``model``.
@@ -44,12 +47,12 @@ def default_engine(model, device: str) -> str:
         return chosen
     if not llama_step.supports(model):
         return TRANSFORMERS
-    return llama_graph.ENGINE if device.startswith("cuda") else llama_step.ENGINE
+    return llama_graph.ENGINE if device.startswith("cuda") else llama_compact.ENGINE
 
 
 def check_engine(engine: str, model, spec: str) -> None:
     """ModelMismatchError where a recorded engine cannot run this model."""
-    if engine in (llama_step.ENGINE, llama_graph.ENGINE) and not llama_step.supports(model):
+    if engine in _STEPPERS and not llama_step.supports(model):
         raise ModelMismatchError(f"this file was coded with the {engine} engine, which needs a plain "
                                  f"Llama-architecture model; {spec!r} is not one")  # fmt: skip
 
@@ -121,8 +124,7 @@ class LLMSession:
             cache = DynamicCache()
             self._logits = lambda inputs: prior.head.logits(inputs, cache)
         else:
-            steppers = {llama_step.ENGINE: llama_step.LlamaStepper, llama_graph.ENGINE: llama_graph.GraphLlamaStepper}
-            stepper = steppers[prior.engine](prior.fused_model(), batch_size, max(positions, 1))
+            stepper = _STEPPERS[prior.engine](prior.fused_model(), batch_size, max(positions, 1))
             self._logits = lambda inputs: prior.head.project(stepper.hidden(inputs))
         self._extra_tokens = extra_tokens
         self._fed = 0
