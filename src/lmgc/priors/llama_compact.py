@@ -36,26 +36,22 @@ class CompactLlamaStepper(LlamaStepper):
     def _allocate(self, length: int, batch: int) -> None:
         """An empty cache (one key and one value tensor per layer); :meth:`_reserve` grows it as
         positions are fed, so no claimed length is allocated ahead."""
-        self._keys, self._values, self._length = [], [], 0
+        model = self._model
+        empty = self._cache((batch, model.kv_heads, 0, model.head_dim), model.layers[0].o.dtype, batch, 0)
+        self._keys, self._values, self._length = [empty] * len(model.layers), [empty] * len(model.layers), 0
 
     def _reserve(self, end: int, batch: int) -> None:
-        if end > self._length:
-            length = -(-end // SPAN) * SPAN
-            self._keys, self._values = self._grown(batch, length)
-            self._length = length
-
-    def _grown(self, batch: int, length: int) -> tuple[list, list]:
-        """Each layer's keys and values at ``length`` positions, zeroed (masked positions must be
-        finite: 0 x NaN is NaN), holding what was fed so far."""
-        model, filled = self._model, self._filled
-        dtype, shape = model.layers[0].o.dtype, (batch, model.kv_heads)
-        keys, values = [], []
-        for index in range(len(model.layers)):
-            for cache, old in ((keys, self._keys), (values, self._values)):
-                cache.append(self._cache((*shape, length, model.head_dim), dtype, batch, length, zero=True))
-                if filled:
-                    cache[-1][:, :, :filled] = old[index][:, :, :filled]
-        return keys, values
+        """Room for positions ``:end``: every tensor reallocated at whole spans, zeroed (masked
+        positions must be finite: 0 x NaN is NaN), holding what was fed so far; one at a time,
+        so growing needs one layer's tensor more, not a second cache."""
+        if end <= self._length:
+            return
+        length, filled = -(-end // SPAN) * SPAN, self._filled
+        for cache in (self._keys, self._values):
+            for index, old in enumerate(cache):
+                cache[index] = self._cache((*old.shape[:2], length, old.shape[3]), old.dtype, batch, length, zero=True)
+                cache[index][:, :, :filled] = old[:, :, :filled]
+        self._length = length
 
     def _write(self, index, keys, values, start: int) -> int:
         end = start + keys.shape[2]
