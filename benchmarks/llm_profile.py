@@ -6,6 +6,8 @@ timers around each phase (a GPU is synchronised at each, so every phase is charg
 kernels), then:
   - the milliseconds per step at batch 1 and at the batch, model step alone: where they are
     close, the step is bound by kernel launches and Python, not by arithmetic;
+  - a step with 300 positions cached, as run and with attention's products and softmax replaced
+    by zeros: what reading the KV cache costs a step at a chunk's typical context;
   - torch's profiler over a few steps: the operators by their own time on the device and on the
     host, and kernel launches per step.
 The coded bytes are the codec's own (the timers only wrap), so the round trip is not repeated.
@@ -101,6 +103,36 @@ def step_ms(prior: LLMPrior, batch: int, steps: int = 32) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
+def attention_ms(prior: LLMPrior, batch: int, positions: int = 300, steps: int = 8) -> tuple[float, float] | None:
+    """Milliseconds per model step with ``positions`` positions cached (filled by one forward), as
+    the engine runs it and with attention's products and softmax replaced by zeros of their
+    shape: the difference is what attention costs a step there (best of 3 runs of ``steps``).
+    None for the ``transformers`` engine, which has no stepper of lmgc's."""
+    import torch
+
+    if prior.engine not in llm_engine.STEPPERS:
+        return None
+    timer = PhaseTimer(prior.lm.device)
+    ids = torch.full((batch, 1), int(prior.token_ids[1]), device=prior.lm.device)
+    times = []
+    for stubbed in (False, True):
+        stepper = llm_engine.STEPPERS[prior.engine](prior.fused_model(), batch, positions + 1)
+        stepper.hidden(ids.expand(batch, positions).contiguous())
+        if stubbed:
+            stepper._attend = lambda index, grouped, end, mask: torch.zeros_like(grouped)
+        best = float("inf")
+        for _ in range(3):
+            timer.sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                stepper.hidden(ids)
+                stepper._filled = positions
+            timer.sync()
+            best = min(best, time.perf_counter() - start)
+        times.append(1000 * best / steps)
+    return times[0], times[1]
+
+
 def profile_table(prior: LLMPrior, batch: int, steps: int = 12, rows: int = 15) -> str:
     """torch's profiler over ``steps`` model steps: operators by own time, launches per step."""
     import torch
@@ -166,8 +198,13 @@ def main() -> None:
     lines += [f"| {name} | {s:.2f} | {1000 * s / steps:.2f} | {100 * s / total:.0f}% |" for name, s in rows]
     small, large = step_ms(prior, 1), step_ms(prior, resolved)
     lines += ["", f"Model step alone (from BOS, 32 steps after 4 warm-up): {small:.2f} ms at batch 1, "
-              f"{large:.2f} ms at batch {resolved}.", "", "## torch profiler", "",
-              profile_table(prior, resolved)]  # fmt: skip
+              f"{large:.2f} ms at batch {resolved}."]  # fmt: skip
+    attention = attention_ms(prior, resolved)
+    if attention:
+        lines += ["", f"With 300 positions cached, batch {resolved}: {attention[0]:.2f} ms per model step, "
+                  f"{attention[1]:.2f} ms with attention's products and softmax replaced by zeros "
+                  f"(attention: {attention[0] - attention[1]:.2f} ms a step)."]  # fmt: skip
+    lines += ["", "## torch profiler", "", profile_table(prior, resolved)]
     text = "\n".join(lines)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,15 @@ from . import llama_compact, llama_graph, llama_step
 if TYPE_CHECKING:
     from .llm import _LLMBase
 
-__all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES", "default_engine",
+__all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES", "STEPPERS", "default_engine",
            "check_engine", "probe_digest"]  # fmt: skip
 
 #: The model's own forward with transformers' KV cache: what files without a recorded engine used,
 #: and what models :mod:`.llama_step` does not cover use.
 TRANSFORMERS = "transformers"
 ENGINES = (TRANSFORMERS, llama_step.ENGINE, llama_compact.ENGINE, llama_graph.ENGINE)
-_STEPPERS = {llama_step.ENGINE: llama_step.LlamaStepper, llama_compact.ENGINE: llama_compact.CompactLlamaStepper,
+#: The stepper class of each lmgc engine (the others are :data:`TRANSFORMERS`).
+STEPPERS = {llama_step.ENGINE: llama_step.LlamaStepper, llama_compact.ENGINE: llama_compact.CompactLlamaStepper,
              llama_graph.ENGINE: llama_graph.GraphLlamaStepper}  # fmt: skip
 
 
@@ -52,7 +53,7 @@ def default_engine(model, device: str) -> str:
 
 def check_engine(engine: str, model, spec: str) -> None:
     """ModelMismatchError where a recorded engine cannot run this model."""
-    if engine in _STEPPERS and not llama_step.supports(model):
+    if engine in STEPPERS and not llama_step.supports(model):
         raise ModelMismatchError(f"this file was coded with the {engine} engine, which needs a plain "
                                  f"Llama-architecture model; {spec!r} is not one")  # fmt: skip
 
@@ -124,7 +125,7 @@ class LLMSession:
             cache = DynamicCache()
             self._logits = lambda inputs: prior.head.logits(inputs, cache)
         else:
-            stepper = _STEPPERS[prior.engine](prior.fused_model(), batch_size, max(positions, 1))
+            stepper = STEPPERS[prior.engine](prior.fused_model(), batch_size, max(positions, 1))
             self._logits = lambda inputs: prior.head.project(stepper.hidden(inputs))
         self._extra_tokens = extra_tokens
         self._fed = 0
