@@ -16,7 +16,6 @@ the encoder and decoder agree exactly whenever they are handed the same float64 
 
 from __future__ import annotations
 
-
 import constriction
 import numpy as np
 
