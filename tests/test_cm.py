@@ -18,7 +18,8 @@ from lmgc.api import read_container_info
 from lmgc.errors import CorruptDataError, LmgcError, SerializationError, UnsupportedVersionError
 from lmgc.priors import LEVELS, prior_class, recorded_class
 from lmgc.priors.cm import (
-    STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, ContextMixingPriorV3, choose_strides, raw_positions,
+    STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, ContextMixingPriorV3, ContextMixingPriorV4,
+    choose_strides, raw_positions,
 )  # fmt: skip
 from lmgc.priors.cm_layout import choose_fit_strides
 
@@ -43,13 +44,14 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert ContextMixingPrior.version == 4
-    assert recorded_class({"kind": "context-cm", "version": 4}) is ContextMixingPrior
+    assert ContextMixingPrior.version == 5
+    assert recorded_class({"kind": "context-cm", "version": 5}) is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm", "version": 4}) is ContextMixingPriorV4
     assert recorded_class({"kind": "context-cm", "version": 3}) is ContextMixingPriorV3
     assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPriorV2
     assert recorded_class({"kind": "context-cm", "version": 1}) is ContextMixingPriorV1
-    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 5 is not one this lmgc decodes"):
-        recorded_class({"kind": "context-cm", "version": 5})
+    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 6 is not one this lmgc decodes"):
+        recorded_class({"kind": "context-cm", "version": 6})
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
 
 
@@ -66,13 +68,28 @@ def test_earlier_versions_files_still_decode(version: int) -> None:
     assert lmgc.decompress(blob).tobytes() == expected.tobytes()
 
 
+def test_version_4_files_still_decode() -> None:
+    """Made by lmgc 7b1cc5b (before kernel taps were counted per tensor) from six tensors of the
+    ConvNet fixture, by name: rows predicted, taps counted from the chunk's start."""
+    blob = (GOLDEN / "sample-v2-cm4.lmgc").read_bytes()
+    assert read_container_info(blob)["header"]["prior"] == {"kind": "context-cm", "version": 4, "raw_positions": [2]}
+    back, tensors = lmgc.decompress(blob), _fixture()
+    assert list(back) == GOLDEN4_NAMES
+    assert all(back[name].tobytes() == tensors[name].tobytes() for name in GOLDEN4_NAMES)
+
+
+GOLDEN4_NAMES = ["features.0.bias", "features.0.weight", "features.1.bias", "features.1.weight", "features.4.bias",
+                 "features.4.weight"]  # fmt: skip
+
+
 def _fixture() -> dict:
     from safetensors.numpy import load_file
 
     return load_file(Path(__file__).parent / "data" / "gradients" / "convnet_w32_mnist" / "grad_step000050.safetensors")
 
 
-@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV3, ContextMixingPriorV2, ContextMixingPriorV1])
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV4, ContextMixingPriorV3, ContextMixingPriorV2,
+                                   ContextMixingPriorV1])  # fmt: skip
 def test_each_version_round_trips_what_it_encodes(prior) -> None:
     data = gradient_like(9000, seed=4, zeros=0.1).astype(">f4").tobytes() + b"\x07"
     coder = prior().fit(data, 4)
@@ -172,13 +189,13 @@ def _stride_index(stride: int) -> int:
 
 
 def test_identity_schema_rejects_anything_off() -> None:
-    good = {"kind": "context-cm", "version": 4, "raw_positions": [2]}
+    good = {"kind": "context-cm", "version": 5, "raw_positions": [2]}
     assert ContextMixingPrior.check_identity(good, 4) == good
     assert ContextMixingPriorV1.check_identity({**good, "version": 1}, 4) == {**good, "version": 1}
     bad = [
         ({**good, "extra": 1}, "unknown \\['extra'\\]"),
         ({"kind": "context-cm", "version": 2}, "missing \\['raw_positions'\\]"),
-        ({**good, "version": 2}, "version must be 4"),
+        ({**good, "version": 2}, "version must be 5"),
         ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
         ({**good, "raw_positions": [4]}, "raw_positions"),
         ({**good, "raw_positions": [2, 1]}, "raw_positions"),
@@ -272,7 +289,26 @@ def test_corrupt_payloads_end_in_an_error_or_wrong_bytes_quickly() -> None:
         assert time.perf_counter() - start < 10
 
 
-@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV2])
+def test_bad_range_coded_stride_index_is_a_corrupt_data_error() -> None:
+    """Version 5 range-codes the stride indices after the row prediction, each over the list's
+    indices (none can be past it): a payload without a short stride is refused before the
+    model runs."""
+    from lmgc.coder import payload_bytes, range_encoder
+    from lmgc.priors.cm import _code_stride_indices
+    from lmgc.priors.context_rows import RowChoice, code_rows
+    from lmgc.priors.digit_stream import DigitStream
+
+    n_values = 500  # one block
+    for bad in ([0, 0, 0], [7, 0, 33]):
+        encoder = range_encoder()
+        stream = DigitStream(encoder, encoding=True)
+        code_rows(stream, n_values, [], RowChoice.none())
+        _code_stride_indices(stream, np.array([bad]))
+        with pytest.raises(CorruptDataError, match="names a stride out of 1...33"):
+            ContextMixingPrior([]).decode_chunk(payload_bytes(encoder), 4 * n_values, 4)
+
+
+@pytest.mark.parametrize("prior", [ContextMixingPriorV4, ContextMixingPriorV2])
 def test_bad_stride_index_is_a_corrupt_data_error(prior) -> None:
     data = gradient_like(500).astype(">f4").tobytes()
     payload = prior([]).encode_chunk(data, 4)[0]
@@ -295,10 +331,24 @@ def test_version_4_codes_rows_as_residuals_and_round_trips() -> None:
     included) before its model codes the bytes: smaller on rows of a few families, exact."""
     x = row_families(640, 64)
     v3 = lmgc.compress({"w": x}, prior=ContextMixingPriorV3())
-    v4 = lmgc.compress({"w": x}, prior=ContextMixingPrior())
+    v4 = lmgc.compress({"w": x}, prior=ContextMixingPriorV4())
     assert read_container_info(v4)["header"]["prior"]["version"] == 4
     assert len(v4) < 0.97 * len(v3), (len(v4), len(v3))
     for blob in (v3, v4):
         assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()
     flat = lmgc.compress(x.ravel(), prior=ContextMixingPrior())  # no rows known: none predicted
     assert lmgc.decompress(flat).tobytes() == x.tobytes()
+
+
+def test_version_5_counts_kernel_taps_from_each_tensor() -> None:
+    """The real ConvNet gradient: its conv weights start after tensors of 10, 2880, 32 ...
+    values, so taps counted from the chunk's start are misplaced; version 5 counts them from
+    each tensor's first value: smaller, and exact."""
+    tensors = _fixture()
+    v4 = lmgc.compress(tensors, prior=ContextMixingPriorV4())
+    v5 = lmgc.compress(tensors, prior=ContextMixingPrior())
+    assert read_container_info(v5)["header"]["prior"]["version"] == 5
+    assert len(v5) < 0.9997 * len(v4), (len(v5), len(v4))
+    for blob in (v4, v5):
+        back = lmgc.decompress(blob)
+        assert all(back[name].tobytes() == value.tobytes() for name, value in tensors.items())

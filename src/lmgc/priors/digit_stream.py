@@ -66,14 +66,14 @@ class DigitStream:
         return len(self.raw) - self._taken
 
 
-def code_adaptive_blocks(stream: DigitStream, digits: np.ndarray) -> np.ndarray:
-    """Digits sharing one context, with counts refreshed after blocks of 16, 32, 64, ... (in
-    place when decoding)."""
-    counts = np.full(16, ALPHA)
+def code_adaptive_blocks(stream: DigitStream, digits: np.ndarray, alphabet: int = 16) -> np.ndarray:
+    """Digits (of ``alphabet`` values) sharing one context, with counts refreshed after blocks of
+    16, 32, 64, ... (in place when decoding)."""
+    counts = np.full(alphabet, ALPHA)
     start, size = 0, FIRST_BLOCK
     while start < len(digits):
         stop = min(len(digits), start + size)
         digits[start:stop] = stream.code_fixed(digits[start:stop], counts)
-        counts = counts + np.bincount(digits[start:stop], minlength=16)
+        counts = counts + np.bincount(digits[start:stop], minlength=alphabet)
         start, size = stop, min(2 * size, MAX_BLOCK)
     return digits
