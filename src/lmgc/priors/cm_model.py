@@ -29,8 +29,8 @@ that files of every version decode:
   gradient: 2.47 -> 1.37 bits per value at the sign/exponent byte, 7.81 -> 7.36 at the next).
 - version 4: the place in a 3x3 kernel (the *tap*) counted from the first value of the value's
   tensor rather than of the chunk (each block of values counts from the start of its row span,
-  which the decoder reads before the model starts), and in chunks of :data:`TAP_SETS_VALUES` values
-  or more the first mixer's weight set chosen per tap where there is no zero run. A conv
+  which the decoder reads before the model starts), and in chunks of :data:`TAP_SETS_VALUES`
+  values or more the first mixer's weight set chosen per tap where there is no zero run. A conv
   gradient's taps differ in magnitude and in how the neighbours predict them; counted from
   the chunk's start, a tensor's taps were misplaced after any tensor whose size is not a
   multiple of 9. Measured on a 15 MB VGG-16 gradient (MNIST, step 0): 26.666 -> 26.630 bits
@@ -121,9 +121,9 @@ def _of_version(rule, version):
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     """Fresh state for one chunk whose blocks of ``2**BLOCK_BITS`` values have these strides
     (long, short, from version 3 the best-row model's row length, from version 4 the value a
-    3x3 kernel's taps are counted from): (tables, weights, apm1, apm2, lane, magnitude average after each
-    value, each lane's fit of each candidate row (:func:`lmgc.priors.cm_rows.fit_rows`), the
-    strides). The second mixer's weights follow the first's."""
+    3x3 kernel's taps are counted from): (tables, weights, apm1, apm2, lane, magnitude average
+    after each value, each lane's fit of each candidate row (:func:`lmgc.priors.cm_rows.fit_rows`),
+    the strides). The second mixer's weights follow the first's."""
     version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
     tables = aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
