@@ -25,10 +25,10 @@ __all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES",
 #: The model's own forward with transformers' KV cache: what files without a recorded engine used,
 #: and what models :mod:`.llama_step` does not cover use.
 TRANSFORMERS = "transformers"
-ENGINES = (TRANSFORMERS, llama_step.ENGINE, llama_compact.ENGINE, llama_graph.ENGINE)
 #: The stepper class of each lmgc engine (the others are :data:`TRANSFORMERS`).
 STEPPERS = {llama_step.ENGINE: llama_step.LlamaStepper, llama_compact.ENGINE: llama_compact.CompactLlamaStepper,
-             llama_graph.ENGINE: llama_graph.GraphLlamaStepper}  # fmt: skip
+            llama_graph.ENGINE: llama_graph.GraphLlamaStepper}  # fmt: skip
+ENGINES = (TRANSFORMERS, *STEPPERS)
 
 
 def default_engine(model, device: str) -> str:
