@@ -19,7 +19,7 @@ from lmgc.errors import CorruptDataError, LmgcError, SerializationError, Unsuppo
 from lmgc.priors import LEVELS, prior_class, recorded_class
 from lmgc.priors.cm import (
     STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, ContextMixingPriorV3, ContextMixingPriorV4,
-    choose_strides, raw_positions,
+    ContextMixingPriorV5, choose_strides, raw_positions,
 )  # fmt: skip
 from lmgc.priors.cm_layout import choose_fit_strides
 
@@ -44,14 +44,15 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert ContextMixingPrior.version == 5
-    assert recorded_class({"kind": "context-cm", "version": 5}) is ContextMixingPrior
+    assert ContextMixingPrior.version == 6
+    assert recorded_class({"kind": "context-cm", "version": 6}) is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm", "version": 5}) is ContextMixingPriorV5
     assert recorded_class({"kind": "context-cm", "version": 4}) is ContextMixingPriorV4
     assert recorded_class({"kind": "context-cm", "version": 3}) is ContextMixingPriorV3
     assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPriorV2
     assert recorded_class({"kind": "context-cm", "version": 1}) is ContextMixingPriorV1
-    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 6 is not one this lmgc decodes"):
-        recorded_class({"kind": "context-cm", "version": 6})
+    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 7 is not one this lmgc decodes"):
+        recorded_class({"kind": "context-cm", "version": 7})
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
 
 
@@ -68,11 +69,14 @@ def test_earlier_versions_files_still_decode(version: int) -> None:
     assert lmgc.decompress(blob).tobytes() == expected.tobytes()
 
 
-def test_version_4_files_still_decode() -> None:
-    """Made by lmgc 7b1cc5b (before kernel taps were counted per tensor) from six tensors of the
-    ConvNet fixture, by name: rows predicted, taps counted from the chunk's start."""
-    blob = (GOLDEN / "sample-v2-cm4.lmgc").read_bytes()
-    assert read_container_info(blob)["header"]["prior"] == {"kind": "context-cm", "version": 4, "raw_positions": [2]}
+@pytest.mark.parametrize("version", [4, 5])
+def test_versions_4_and_5_files_still_decode(version: int) -> None:
+    """Made from six tensors of the ConvNet fixture, by name (rows predicted): version 4 by lmgc
+    7b1cc5b (before kernel taps were counted per tensor), version 5 by lmgc 4a45e52 (before the
+    trial of the second byte's low bits)."""
+    blob = (GOLDEN / f"sample-v2-cm{version}.lmgc").read_bytes()
+    identity = {"kind": "context-cm", "version": version, "raw_positions": [2]}
+    assert read_container_info(blob)["header"]["prior"] == identity
     back, tensors = lmgc.decompress(blob), _fixture()
     assert list(back) == GOLDEN4_NAMES
     assert all(back[name].tobytes() == tensors[name].tobytes() for name in GOLDEN4_NAMES)
@@ -88,8 +92,8 @@ def _fixture() -> dict:
     return load_file(Path(__file__).parent / "data" / "gradients" / "convnet_w32_mnist" / "grad_step000050.safetensors")
 
 
-@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV4, ContextMixingPriorV3, ContextMixingPriorV2,
-                                   ContextMixingPriorV1])  # fmt: skip
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV5, ContextMixingPriorV4, ContextMixingPriorV3,
+                                   ContextMixingPriorV2, ContextMixingPriorV1])  # fmt: skip
 def test_each_version_round_trips_what_it_encodes(prior) -> None:
     data = gradient_like(9000, seed=4, zeros=0.1).astype(">f4").tobytes() + b"\x07"
     coder = prior().fit(data, 4)
@@ -189,13 +193,13 @@ def _stride_index(stride: int) -> int:
 
 
 def test_identity_schema_rejects_anything_off() -> None:
-    good = {"kind": "context-cm", "version": 5, "raw_positions": [2]}
+    good = {"kind": "context-cm", "version": 6, "raw_positions": [2]}
     assert ContextMixingPrior.check_identity(good, 4) == good
     assert ContextMixingPriorV1.check_identity({**good, "version": 1}, 4) == {**good, "version": 1}
     bad = [
         ({**good, "extra": 1}, "unknown \\['extra'\\]"),
         ({"kind": "context-cm", "version": 2}, "missing \\['raw_positions'\\]"),
-        ({**good, "version": 2}, "version must be 5"),
+        ({**good, "version": 2}, "version must be 6"),
         ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
         ({**good, "raw_positions": [4]}, "raw_positions"),
         ({**good, "raw_positions": [2, 1]}, "raw_positions"),
@@ -346,9 +350,38 @@ def test_version_5_counts_kernel_taps_from_each_tensor() -> None:
     each tensor's first value: smaller, and exact."""
     tensors = _fixture()
     v4 = lmgc.compress(tensors, prior=ContextMixingPriorV4())
-    v5 = lmgc.compress(tensors, prior=ContextMixingPrior())
+    v5 = lmgc.compress(tensors, prior=ContextMixingPriorV5())
     assert read_container_info(v5)["header"]["prior"]["version"] == 5
     assert len(v5) < 0.9997 * len(v4), (len(v5), len(v4))
     for blob in (v4, v5):
         back = lmgc.decompress(blob)
         assert all(back[name].tobytes() == value.tobytes() for name, value in tensors.items())
+
+
+def noisy_low_bits(n: int, seed: int = 0) -> np.ndarray:
+    """Values whose exponent and top three mantissa bits follow a slow random walk and whose
+    other mantissa bits are random: the second byte's last four bits hold nothing to learn."""
+    rng = np.random.default_rng(seed)
+    level = np.cumsum(rng.standard_normal(n)) * 0.05
+    exponent = (120 + np.clip(np.round(level), -6, 6)).astype(np.uint32)
+    top = np.floor((level % 1) * 8).astype(np.uint32) & 7
+    sign = rng.integers(0, 2, n).astype(np.uint32)
+    return ((sign << 31) | (exponent << 23) | (top << 20) | rng.integers(0, 1 << 20, n).astype(np.uint32)).view(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["random low bits", "row families"])
+def test_version_6_codes_the_second_bytes_low_bits_the_way_its_trial_finds_cheaper(kind: str) -> None:
+    """Random low bits: the direct way (one probability per exponent and bit) wins the trial and
+    the file is smaller than version 5's; rows of a few families: the whole model wins and the
+    file is version 5's size (the trial's direct probabilities share the order-0 table). Exact
+    either way."""
+    x = noisy_low_bits(50000) if kind == "random low bits" else row_families(400, 128)
+    v5 = lmgc.compress({"w": x}, prior=ContextMixingPriorV5())
+    v6 = lmgc.compress({"w": x}, prior=ContextMixingPrior())
+    assert read_container_info(v6)["header"]["prior"]["version"] == 6
+    if kind == "random low bits":
+        assert len(v6) < len(v5) - 16, (len(v6), len(v5))
+    else:
+        assert abs(len(v6) - len(v5)) <= 8, (len(v6), len(v5))
+    for blob in (v5, v6):
+        assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()

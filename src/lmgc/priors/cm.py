@@ -13,8 +13,10 @@ it is integer arithmetic compiled with numba, so both sides compute the same pro
 any machine; constriction codes the bits. Version 4 codes the rows of weight-shaped tensors as
 residuals from an earlier row, as the fast level does (:mod:`lmgc.priors.context_rows`: the
 encoder is told the tensors' rows, the payload carries its choice), with version 3's model.
-Version 5 counts a conv kernel's taps from its tensor's first value (model version 4). Version 1
-to 4 files still decode (:class:`ContextMixingPriorV1` ... ``V4``).
+Version 5 counts a conv kernel's taps from its tensor's first value (model version 4). Version 6
+codes the second byte's last four bits the cheap way (one probability per exponent and bit)
+where a trial at the start of every lane finds it better (model version 5). Version 1 to 5 files
+still decode (:class:`ContextMixingPriorV1` ... ``V5``).
 
 The encoder chooses the byte positions stored raw per input (those whose bytes are nearly
 uniform: an adaptive model only adds its learning cost there, and each raw byte saves the
@@ -46,7 +48,7 @@ from .context_rows import RowChoice, chunk_spans, code_rows, from_residuals, pre
 from .digit_stream import DigitStream, code_adaptive_blocks
 
 __all__ = ["STRIDES", "ContextMixingPrior", "ContextMixingPriorV1", "ContextMixingPriorV2", "ContextMixingPriorV3",
-           "ContextMixingPriorV4", "choose_strides", "lane_layout", "raw_positions"]  # fmt: skip
+           "ContextMixingPriorV4", "ContextMixingPriorV5", "choose_strides", "lane_layout", "raw_positions"]  # fmt: skip
 
 RAW_ENTROPY = 7.99  # bits per byte from which a byte position is stored raw
 ENCODE_BLOCK_BITS = 1 << 20  # bits per constriction call when encoding
@@ -109,8 +111,9 @@ def _exponent_model_bits(column: np.ndarray, exponent: np.ndarray) -> float:
 
 CFG_VERSION, CFG_CODED = 6, 7  # where the kernels' config holds the model version, coded positions
 #: The kernels' rules (:mod:`~lmgc.priors.cm_model`'s version) of each prior version: version 4
-#: added row residuals around model 3, version 5 model 4's kernel taps.
-MODEL_VERSION = {1: 1, 2: 2, 3: 3, 4: 3, 5: 4}
+#: added row residuals around model 3, version 5 model 4's kernel taps, version 6 model 5's trial
+#: of the second byte's low bits.
+MODEL_VERSION = {1: 1, 2: 2, 3: 3, 4: 3, 5: 4, 6: 5}
 #: Bits per value a row must save by the row choice's estimate before version 4 predicts it:
 #: the model's own row and plane contexts already take much of what a conv filter's rows share
 #: (measured: 0.1, fast's margin, left a dense ConvNet gradient 0.4 point larger; 1.0 is even).
@@ -179,7 +182,7 @@ class ContextMixingPrior:
 
     name = "context"
     kind = "context-cm"
-    version = 5
+    version = 6
     takes_rows = True  # see lmgc.priors.base.encode_input
     default_chunk_bytes = 64 << 20  # the most a header allows: the model learns across a chunk
 
@@ -354,6 +357,13 @@ class ContextMixingPrior:
             from_residuals(heads, spans, choice, RESIDUAL_LIFT)
             _set_heads(matrix, heads)
         return matrix.tobytes() + payload[raw_end:prefix_size]
+
+
+class ContextMixingPriorV5(ContextMixingPrior):
+    """Version 5 (the second byte's low bits always through the whole model): its files decode
+    (:data:`lmgc.priors.DECODE_ONLY`); it encodes only when built directly."""
+
+    version = 5
 
 
 class ContextMixingPriorV4(ContextMixingPrior):

@@ -35,6 +35,15 @@ that files of every version decode:
   the chunk's start, a tensor's taps were misplaced after any tensor whose size is not a
   multiple of 9. Measured on a 15 MB VGG-16 gradient (MNIST, step 0): 26.666 -> 26.630 bits
   per value (aligned taps alone: 26.649).
+- version 5: the second byte's last four bits (mantissa bits 4-7 of a float32) are coded either
+  by the whole model or, as the later bytes, straight from one adaptive probability per
+  (exponent, bit), whichever did better (the direct way by 0.1%) over a *trial*, the first
+  1/:data:`TRIAL_SHARE` of every lane, where both run (:func:`_low_bits_mode`). Both sides score
+  the trial alike, so no choice is stored. On dense conv gradients those bits are near-random
+  and the mixers' and APMs' learning noise costs more than they hold (coded the direct way
+  throughout, every dense ConvNet and VGG-16 gradient measured was 0.0002-0.0075 bit per value
+  smaller, and it skips the model); on a ViT's gradient the full model is up to 0.11 bit per
+  value smaller (rows and their families carry those bits), on a sparse ResNet-18 gradient 0.008.
 
 Values are coded in *lanes* (contiguous runs of values advancing in lockstep, one bit of every
 lane per step): :func:`predict` gives the probabilities of one step's bits from the state as it
@@ -51,7 +60,7 @@ import numpy as np
 from numba import njit
 
 from .cm import CFG_CODED, CFG_VERSION
-from .cm_arith import STRETCH, aligned, head, mix_hash, squash, train_apm, train_counter
+from .cm_arith import COST, STRETCH, aligned, head, mix_hash, squash, train_apm, train_counter
 from .cm_layout import BLOCK_BITS
 from .cm_rows import ROW_CANDIDATES, best_row_context, fit_rows
 
@@ -71,7 +80,7 @@ MODELS = (
     "best-row",  # version 3: sign and magnitude of the best-fitting of the last rows
 )
 N_MODELS = len(MODELS)  # version 3
-MODELS_OF_VERSION = (6, 7, 8, 8)  # the first so many models are a version's
+MODELS_OF_VERSION = (6, 7, 8)  # the first so many models are a version's (1, 2, 3 and later)
 N_IN = N_MODELS + 1  # the most mixer inputs: the models plus a constant bias input
 FULL_BYTES = 2  # leading bytes of a value seen by every model and both APMs (sign, exponent)
 #: The models of the later (mantissa) bytes: near-random, they pay for few (more measured no
@@ -87,19 +96,31 @@ MIXER_SETS = 48  # weight sets per bit: 8 zero-run buckets, or whether the row a
 #: them; 0.05% smaller on 308 K values, 0.15% on a 3.7 M-value VGG-16 gradient).
 TAP_SETS_VALUES = 1 << 18
 MAGNITUDE_SETS = 256  # version 2's second mixer: a weight set per bit and running exponent
-APM2_BITS = (10, 14, 14, 14)  # log2 of the second APM's contexts, by version
-LIMIT, ORDER0_LIMIT = (255, 1023, 1023, 1023), 1023  # count limits: of the models by version, of order 0
+APM2_BITS = (10, 14, 14)  # log2 of the second APM's contexts, by version (1, 2, 3 and later)
+LIMIT, ORDER0_LIMIT = (255, 1023, 1023), 1023  # count limits: of the models by version, of order 0
 MIXER_SHIFT = 13  # learning rate of the mixer: delta w = x * err >> MIXER_SHIFT (from version 4
 # one less after the first byte: measured 0.003 bit per value less on a VGG-16 gradient)
 NONE = 4096  # an absent earlier value's 12-bit head
 #: Values per 3x3 conv kernel: a conv gradient's border taps differ from its centre in magnitude
 #: and in how often they are zero, so the place in a kernel (index mod 9) is a context.
 KERNEL = 9
+#: Version 5's trial (see the module docstring) is the first ``1/TRIAL_SHARE`` of each lane's
+#: values (the lanes' first eighths are spread over the whole chunk); the direct way must be
+#: ``2**-TRIAL_MARGIN`` (0.1%) cheaper there to be chosen, as the full model goes on learning
+#: longer: on initial weights the trial favoured the direct way by 0.02% and the whole file the
+#: full model by 0.03%. Measured on 17 gradient files: the direct way on the six dense
+#: ConvNet-128 and VGG-16 ones (trial 0.11-0.31% cheaper; whole files 0.004-0.006 bit per value
+#: smaller than version 4's), the full model on the ViT and ResNet-18 ones (the direct way 0.18-0.27%
+#: dearer) and on the 87 KB ConvNet-32 ones, where it saw too little to learn.
+TRIAL_SHARE, TRIAL_MARGIN = 8, 10
+LOW_TRIAL, LOW_FULL, LOW_DIRECT = 0, 1, 2  # how a step's bits are coded (``trial[CHOICE]``)
+FULL_COST, DIRECT_COST, CHOICE = 0, 1, 2  # the trial's state: each way's code length, the choice
 
 # Per-lane state columns (int64 matrix ``lane``).
-C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT = range(12)  # M2: second mixer's weight
-# offset; PR, WT: the mixer's probability and its weight between two APM knots
-FV = 12  # value-level context of each model
+C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT, DS, PF = range(14)  # M2: second mixer's
+# weight offset; PR, WT: the mixer's probability and its weight between two APM knots; DS, PF:
+# in version 5's trial, the direct way's slot and the full model's final probability
+FV = 14  # value-level context of each model
 BH = FV + N_MODELS  # hash of each model's context at the start of the byte
 SLOT = BH + N_MODELS  # table slot each model read for the current bit
 XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)
@@ -114,7 +135,7 @@ def _n_models(cfg):
 def _of_version(rule, version):
     """``rule[version - 1]`` by comparisons: numba's indexing of a tuple by a runtime value
     keeps the loops that use it from being vectorized (measured: half the speed). Versions
-    from 3 on read the third entry: a rule that changes again needs a comparison more."""
+    from 3 on read the third (last) entry: a rule that changes again needs a comparison more."""
     return rule[0] if version == 1 else (rule[1] if version == 2 else rule[2])
 
 
@@ -123,19 +144,20 @@ def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     (long, short, from version 3 the best-row model's row length, from version 4 the value a
     3x3 kernel's taps are counted from): (tables, weights, apm1, apm2, lane, magnitude average
     after each value, each lane's fit of each candidate row (:func:`lmgc.priors.cm_rows.fit_rows`),
-    the strides). The second mixer's weights follow the first's."""
+    the strides, version 5's trial). The second mixer's weights follow the first's."""
     version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
     tables = aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
     weights = aligned(MAX_BITS * sets * n_in, (1 << 16) // 7, np.int64)
     knots = np.array([squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
     apm1 = np.tile(knots, MAX_BITS * 256)
-    apm2 = np.tile(knots, 1 << APM2_BITS[version - 1])
+    apm2 = np.tile(knots, 1 << APM2_BITS[min(version, len(APM2_BITS)) - 1])
     lane = np.zeros((max(1, int(cfg[3])), LANE_FIELDS), dtype=np.int64)
     lane[:, C0] = 1
     emas = np.zeros(max(1, int(cfg[1])), dtype=np.int32)
     fits = np.zeros((lane.shape[0], ROW_CANDIDATES, 2), dtype=np.int64)
-    return tables, weights, apm1, apm2, lane, emas, fits, strides
+    trial = np.zeros(3, dtype=np.int64)  # LOW_TRIAL, no cost yet
+    return tables, weights, apm1, apm2, lane, emas, fits, strides, trial
 
 
 @njit(cache=True)
@@ -253,7 +275,29 @@ def _dot(lane, j, weights, w0, n_in):
 
 
 @njit(cache=True)
-def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs):
+def _low_bits_mode(cfg, trial, t, bpos, bit):
+    """How bit ``bit`` of byte ``bpos`` of the lanes' value ``t`` is coded: LOW_FULL (every bit
+    but version 5's second-byte low bits), or for those LOW_TRIAL (the full model codes, the
+    direct way is scored beside it) until ``t`` leaves the trial, then the way it chose."""
+    if cfg[CFG_VERSION] < 5 or bpos != 1 or bit < 4:
+        return LOW_FULL
+    if trial[CHOICE] == LOW_TRIAL and t >= cfg[2] // TRIAL_SHARE:
+        cheaper = trial[DIRECT_COST] + (trial[FULL_COST] >> TRIAL_MARGIN) < trial[FULL_COST]
+        trial[CHOICE] = LOW_DIRECT if cheaper else LOW_FULL
+    return trial[CHOICE]
+
+
+@njit(cache=True)
+def _low_bits_slot(vals, lane, j, c0, bit, table_bits, mask):
+    """The direct way's probability of a second-byte low bit: one per (exponent, bit), in the
+    order-0 model's table as the later bytes' (the exponent's last bit is the byte's first)."""
+    exponent = ((np.int64(vals[lane[j, ROW], 0]) & 0x7F) << 1) | ((c0 >> (bit - 1)) & 1)
+    base = mix_hash(mix_hash(256 + exponent, ORDER0), 4096 + (bit >> 2)) & mask
+    return (np.int64(ORDER0) << table_bits) + base + (bit & 3)
+
+
+@njit(cache=True)
+def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs):
     """Probabilities of bit ``step`` of every active lane into ``probs`` (rows [p0, p1])."""
     t, k = divmod(step, 8 * cfg[4])
     cb, bit = divmod(k, 8)
@@ -263,7 +307,8 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, v
     lane_len = cfg[2]
     active = _active(cfg, t)
     version, n_models = cfg[CFG_VERSION], _n_models(cfg)
-    direct = bpos >= FULL_BYTES and version >= 2
+    low = _low_bits_mode(cfg, trial, t, bpos, bit)
+    direct = (bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT
     used = 0  # the models of this byte position, a bit each
     for m in range(n_models):
         used |= np.int64(_uses(cfg, m, bpos)) << m
@@ -275,7 +320,12 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, v
             if cb == 0:
                 _value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
             _byte_contexts(cfg, vals, lane, j, bpos)
-        if direct:  # one probability per (byte, exponent, bit): the partial byte is no context
+        if low != LOW_FULL:
+            slot = _low_bits_slot(vals, lane, j, c0, bit, table_bits, mask)
+            lane[j, SLOT + ORDER0 if direct else DS] = slot
+            if direct:
+                continue
+        elif direct:  # one probability per (byte, exponent, bit): the partial byte is no context
             base = mix_hash(lane[j, BH + ORDER0], 4096 + (bit >> 2)) & mask
             lane[j, SLOT + ORDER0] = (np.int64(ORDER0) << table_bits) + base + (bit & 3)
             continue
@@ -322,6 +372,7 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, v
         else:
             p = (pr + 3 * p1 + 2) >> 2
         p = min(4095, max(1, p))
+        lane[j, PF] = p
         probs[j, 1] = p / 4096.0
         probs[j, 0] = (4096 - p) / 4096.0
 
@@ -336,14 +387,15 @@ def _train_mixer(lane, j, weights, w0, n_in, y, shift):
 
 
 @njit(cache=True)
-def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits):
+def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits):
     """Train on bit ``step`` of every active lane, lane after lane; completes bytes in ``vals``."""
     n_coded = cfg[4]
     t, k = divmod(step, 8 * n_coded)
     cb, bit = divmod(k, 8)
     bpos = cfg[CFG_CODED + cb]
     version, n_models = cfg[CFG_VERSION], _n_models(cfg)
-    direct = bpos >= FULL_BYTES and version >= 2
+    low = _low_bits_mode(cfg, trial, t, bpos, bit)
+    direct = (bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT
     shift = MIXER_SHIFT - 1 if version >= 4 and bpos >= 1 else MIXER_SHIFT
     for j in range(_active(cfg, t)):
         y = np.int64(bits[j])
@@ -362,6 +414,8 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, va
             train_apm(apm1, lane[j, A1], y)
             if bpos < FULL_BYTES:
                 train_apm(apm2, lane[j, A2], y)
+            if low == LOW_TRIAL:
+                _score_trial(tables, lane, j, trial, y)
         c0 = (lane[j, C0] << 1) | y
         if bit == 7:
             r = lane[j, ROW]
@@ -370,6 +424,15 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, va
             if cb == n_coded - 1:
                 _end_value(cfg, vals, lane, emas, fits, strides, j, r)
         lane[j, C0] = c0
+
+
+@njit(cache=True)
+def _score_trial(tables, lane, j, trial, y):
+    """Add each way's code length of lane ``j``'s bit ``y`` to the trial; train the direct way."""
+    full, direct = lane[j, PF], min(4095, max(1, np.int64(tables[lane[j, DS]] >> 20)))
+    trial[FULL_COST] += COST[full if y else 4096 - full]
+    trial[DIRECT_COST] += COST[direct if y else 4096 - direct]
+    train_counter(tables, lane[j, DS], y, ORDER0_LIMIT)
 
 
 @njit(cache=True)
@@ -402,15 +465,15 @@ def _step_bits(step, cfg, vals, bits):
 
 
 @njit(cache=True)
-def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits, probs):
+def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits, probs):
     """One decoder step: train on the bits of ``step - 1`` (if any), predict ``step``."""
     if step > 0:
-        update(step - 1, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits)
-    predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs)
+        update(step - 1, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits)
+    predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs)
 
 
 @njit(cache=True)
-def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs,
+def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs,
                  out_probs, out_bits):  # fmt: skip
     """Steps ``first ... stop - 1`` as the decoder runs them; writes each coded bit's
     probabilities (the rows of ``probs`` the decoder hands the coder) and the bit, in coding
@@ -418,10 +481,10 @@ def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, fits
     n = 0
     bits = np.empty(lane.shape[0], dtype=np.int32)
     for step in range(first, stop):
-        predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, probs)
+        predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs)
         active = _step_bits(step, cfg, vals, bits)
         out_probs[n : n + active] = probs[:active]
         out_bits[n : n + active] = bits[:active]
         n += active
-        update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, vals, bits)
+        update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits)
     return n
