@@ -1,12 +1,13 @@
 """The context-mixing model of :mod:`lmgc.priors.cm`: integer kernels compiled with numba.
 
 Every coded bit of a value's leading bytes (sign, exponent, top mantissa bits) is predicted by
-several context models (:data:`MODELS`), each an adaptive probability (lpaq's StateMap: 22-bit
-probability, 10-bit count, rate 1/(n + 1.5) down to 1/(limit + 1.5)) in a hashed table, in
-blocks of 16 slots per nibble so that a model costs one cache line per nibble. Logistic mixers
-(stretch domain, 16.16 integer weights) combine them, and APM/SSE stages refine the result. All
-arithmetic is integer (12-bit probabilities, lpaq's stretch/squash tables, fixed shifts), so the
-probabilities are the same bits on every machine and thread setting.
+several context models (:data:`MODELS`; their contexts: :mod:`~lmgc.priors.cm_contexts`), each
+an adaptive probability (lpaq's StateMap: 22-bit probability, 10-bit count, rate 1/(n + 1.5)
+down to 1/(limit + 1.5)) in a hashed table, in blocks of 16 slots per nibble so that a model
+costs one cache line per nibble. Logistic mixers (stretch domain, 16.16 integer weights) combine
+them, and APM/SSE stages refine the result. All arithmetic is integer (12-bit probabilities,
+lpaq's stretch/squash tables, fixed shifts), so the probabilities are the same bits on every
+machine and thread setting.
 
 The model's *version* (``cfg[VERSION]``, the prior's recorded version) selects its rules, so
 that files of every version decode:
@@ -14,14 +15,14 @@ that files of every version decode:
 - version 1: six models, one mixer (a weight set per bit of the value and zero run, or
   zero-ness of the values a row and a short stride back), counts limited to 255; the later
   (mantissa) bytes mixed from two models.
-- version 2: a seventh model, the *plane* (see :func:`_value_contexts`); a second mixer whose
-  weight set is chosen by the lane's running magnitude, averaged with the first; counts limited
-  to 1023 and a larger second APM (both for large inputs). The later bytes are near-random but
-  not quite: exact zeros, and values whose exponent leaves their low mantissa bits zero (an
-  initialisation drawn from 24 random bits) make them depend on the exponent. There each bit is
-  coded straight from one adaptive probability per (byte, exponent, bit): no mixer or APM, whose
-  own learning noise costs more than the bytes hold (measured: 8.01 bits per byte with them,
-  7.985 without, on initial weights).
+- version 2: a seventh model, the *plane* (see :mod:`~lmgc.priors.cm_contexts`); a second mixer
+  whose weight set is chosen by the lane's running magnitude, averaged with the first; counts
+  limited to 1023 and a larger second APM (both for large inputs). The later bytes are
+  near-random but not quite: exact zeros, and values whose exponent leaves their low mantissa
+  bits zero (an initialisation drawn from 24 random bits) make them depend on the exponent.
+  There each bit is coded straight from one adaptive probability per (byte, exponent, bit): no
+  mixer or APM, whose own learning noise costs more than the bytes hold (measured: 8.01 bits per
+  byte with them, 7.985 without, on initial weights).
 - version 3: an eighth model, the *best row* (:mod:`lmgc.priors.cm_rows`): the sign and
   magnitude predicted by whichever of the last 32 rows (of a row length the encoder chooses per
   block) has lately agreed best in sign, flips included. A ViT's gradient rows fall into a few
@@ -60,83 +61,34 @@ import numpy as np
 from numba import njit
 
 from .cm import CFG_CODED, CFG_VERSION
-from .cm_arith import COST, STRETCH, aligned, head, mix_hash, squash, train_apm, train_counter
-from .cm_layout import BLOCK_BITS
-from .cm_rows import ROW_CANDIDATES, best_row_context, fit_rows
+from .cm_arith import COST, STRETCH, aligned, mix_hash, squash, train_apm, train_counter
+from .cm_contexts import (
+    A1, A2, BH, C0, DS, FULL_BYTES, H1, M2, MCTX, MODELS, N_MODELS, ORDER0, PF, PR, ROW, SLOT, WT, XS, LANE_FIELDS,
+    byte_contexts, end_value, of_version, uses_model, value_contexts, version_models,
+)  # fmt: skip
+from .cm_rows import ROW_CANDIDATES
 
 __all__ = ["MODELS", "N_MODELS", "advance", "encode_steps", "new_state", "predict", "update"]
 
-#: The context models, in table order; each context also holds the byte's place in the value
-#: and the value's earlier bytes (for ``own`` the first two and whether each later one is zero;
-#: the first two for the others).
-MODELS = (
-    "own",  # nothing else: the value's own prefix
-    "neighbours",  # heads of the previous value and of the value a short stride back
-    "magnitude",  # running magnitude of the lane's recent values and the last sign
-    "row",  # head of the value a long stride (a tensor row or channel) back, or of 3 previous
-    "zeros",  # zero run, signs of the 3 previous values, coarse previous head, place in a kernel
-    "row-magnitude",  # running magnitude a row back and here
-    "plane",  # version 2: magnitude and sign the row, short stride and their corner predict
-    "best-row",  # version 3: sign and magnitude of the best-fitting of the last rows
-)
-N_MODELS = len(MODELS)  # version 3
-MODELS_OF_VERSION = (6, 7, 8)  # the first so many models are a version's (1, 2, 3 and later)
-N_IN = N_MODELS + 1  # the most mixer inputs: the models plus a constant bias input
-FULL_BYTES = 2  # leading bytes of a value seen by every model and both APMs (sign, exponent)
-#: The models of the later (mantissa) bytes: near-random, they pay for few (more measured no
-#: better); there "own" sees whether each earlier byte is zero and "neighbours" is order 0
-#: instead (its count limit is higher: stationary).
-LATER_MODELS = (1 << 0) | (1 << 1)
-ORDER0 = 1
 MAX_BITS = 64  # bits of a value (group of up to 8 bytes)
 MIXER_SETS = 48  # weight sets per bit: 8 zero-run buckets, or whether the row and short-stride
 # values are zero (or absent); from version 4 the latter per tap of a 3x3 kernel (4 x 9 sets)
-#: Version 4 chooses the weight set per tap in chunks of this many values or more: 36 sets
-#: learn more slowly than 4 (measured on ConvNet gradients of 22 K values: 0.1% larger with
-#: them; 0.05% smaller on 308 K values, 0.15% on a 3.7 M-value VGG-16 gradient).
-TAP_SETS_VALUES = 1 << 18
 MAGNITUDE_SETS = 256  # version 2's second mixer: a weight set per bit and running exponent
 APM2_BITS = (10, 14, 14)  # log2 of the second APM's contexts, by version (1, 2, 3 and later)
 LIMIT, ORDER0_LIMIT = (255, 1023, 1023), 1023  # count limits: of the models by version, of order 0
 MIXER_SHIFT = 13  # learning rate of the mixer: delta w = x * err >> MIXER_SHIFT (from version 4
 # one less after the first byte: measured 0.003 bit per value less on a VGG-16 gradient)
-NONE = 4096  # an absent earlier value's 12-bit head
-#: Values per 3x3 conv kernel: a conv gradient's border taps differ from its centre in magnitude
-#: and in how often they are zero, so the place in a kernel (index mod 9) is a context.
-KERNEL = 9
 #: Version 5's trial (see the module docstring) is the first ``1/TRIAL_SHARE`` of each lane's
 #: values (the lanes' first eighths are spread over the whole chunk); the direct way must be
 #: ``2**-TRIAL_MARGIN`` (0.1%) cheaper there to be chosen, as the full model goes on learning
 #: longer: on initial weights the trial favoured the direct way by 0.02% and the whole file the
 #: full model by 0.03%. Measured on 17 gradient files: the direct way on the six dense
-#: ConvNet-128 and VGG-16 ones (trial 0.11-0.31% cheaper; whole files 0.004-0.006 bit per value
-#: smaller than version 4's), the full model on the ViT and ResNet-18 ones (the direct way 0.18-0.27%
-#: dearer) and on the 87 KB ConvNet-32 ones, where it saw too little to learn.
+#: ConvNet-128 and VGG-16 ones (trial 0.11-0.31% cheaper; whole files 0.004-0.006 bit per
+#: value smaller than version 4's), the full model on the ViT and ResNet-18 ones (the direct
+#: way up to 0.27% dearer) and on the 87 KB ConvNet-32 ones, where it saw too little to learn.
 TRIAL_SHARE, TRIAL_MARGIN = 8, 10
 LOW_TRIAL, LOW_FULL, LOW_DIRECT = 0, 1, 2  # how a step's bits are coded (``trial[CHOICE]``)
 FULL_COST, DIRECT_COST, CHOICE = 0, 1, 2  # the trial's state: each way's code length, the choice
-
-# Per-lane state columns (int64 matrix ``lane``).
-C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT, DS, PF = range(14)  # M2: second mixer's
-# weight offset; PR, WT: the mixer's probability and its weight between two APM knots; DS, PF:
-# in version 5's trial, the direct way's slot and the full model's final probability
-FV = 14  # value-level context of each model
-BH = FV + N_MODELS  # hash of each model's context at the start of the byte
-SLOT = BH + N_MODELS  # table slot each model read for the current bit
-XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)
-LANE_FIELDS = XS + N_IN
-
-@njit(cache=True)
-def _n_models(cfg):
-    return _of_version(MODELS_OF_VERSION, cfg[CFG_VERSION])
-
-
-@njit(cache=True)
-def _of_version(rule, version):
-    """``rule[version - 1]`` by comparisons: numba's indexing of a tuple by a runtime value
-    keeps the loops that use it from being vectorized (measured: half the speed). Versions
-    from 3 on read the third (last) entry: a rule that changes again needs a comparison more."""
-    return rule[0] if version == 1 else (rule[1] if version == 2 else rule[2])
 
 
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -145,8 +97,8 @@ def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     3x3 kernel's taps are counted from): (tables, weights, apm1, apm2, lane, magnitude average
     after each value, each lane's fit of each candidate row (:func:`lmgc.priors.cm_rows.fit_rows`),
     the strides, version 5's trial). The second mixer's weights follow the first's."""
-    version, n_in = int(cfg[CFG_VERSION]), int(_n_models(cfg)) + 1
-    tables = aligned(int(_n_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
+    version, n_in = int(cfg[CFG_VERSION]), int(version_models(cfg)) + 1
+    tables = aligned(int(version_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
     weights = aligned(MAX_BITS * sets * n_in, (1 << 16) // 7, np.int64)
     knots = np.array([squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
@@ -168,96 +120,9 @@ def _active(cfg, t):
 
 
 @njit(cache=True)
-def _value_contexts(cfg, vals, lane, emas, fits, strides, j, r, t):
-    """The value-level context of each model from earlier values of lane ``j`` (row ``r``)."""
-    h1 = head(vals, r - 1) if t >= 1 else NONE
-    h2 = head(vals, r - 2) if t >= 2 else NONE
-    h3 = head(vals, r - 3) if t >= 3 else NONE
-    stride, short = strides[r >> BLOCK_BITS, 0], strides[r >> BLOCK_BITS, 1]
-    hs = head(vals, r - short) if short <= t else NONE
-    row = head(vals, r - stride) if 0 < stride <= t else NONE
-    row_ema = emas[r - stride + 1] >> 5 if 1 < stride <= t else 0xFFFF
-    ema = lane[j, EMA] if t >= 1 else 0xFFFF
-    zb = lane[j, ZRUN]
-    zbucket = zb if zb < 3 else (3 if zb < 5 else (4 if zb < 9 else (5 if zb < 17 else 6)))
-    if t == 0:
-        zbucket = 7
-    signs = ((h1 >> 11) & 1) | (((h2 >> 11) & 1) << 1) | (((h3 >> 11) & 1) << 2)
-    lane[j, FV + 0] = 0
-    tap = (r - strides[r >> BLOCK_BITS, 3]) % KERNEL if cfg[CFG_VERSION] >= 4 else r % KERNEL
-    lane[j, FV + 1] = ((h1 >> 2) << 13) | (hs >> 2)
-    slow = lane[j, SLOW] if t >= 1 else 0xFFFF
-    lane[j, FV + 2] = (((ema >> 4) << 13) | ((slow >> 5) << 1)) | ((h1 >> 11) & 1)
-    if row != NONE:
-        lane[j, FV + 3] = (row << 13) | (h1 >> 3)
-    else:
-        lane[j, FV + 3] = (1 << 40) | ((h1 >> 3) << 26) | ((h2 >> 3) << 13) | (h3 >> 3)
-    lane[j, FV + 4] = ((tap << 20) | (zbucket << 16) | (signs << 12)) | (h1 >> 4)
-    lane[j, FV + 5] = (row_ema << 16) | ((ema >> 5) << 1) | ((row >> 11) & 1)
-    if cfg[CFG_VERSION] >= 2:
-        lane[j, FV + 6] = _plane_context(vals, r, t, stride, short, row, hs, h1)
-        lane[j, M2] = ((ema >> 7) & 255) if t >= 1 else 255
-    if cfg[CFG_VERSION] >= 3:
-        lane[j, FV + 7] = best_row_context(vals, fits, j, r, t, strides[r >> BLOCK_BITS, 2], h1)
-    lane[j, ROW] = r
-    lane[j, H1] = h1
-    first = 2 * (row & 0x7FF == 0) + (hs & 0x7FF == 0)
-    per_tap = cfg[CFG_VERSION] >= 4 and cfg[1] >= TAP_SETS_VALUES
-    lane[j, MCTX] = 4 + zbucket if zbucket else (12 + 4 * tap + first if per_tap else first)
-
-
-@njit(cache=True)
-def _plane_context(vals, r, t, stride, short, row, hs, h1):
-    """A gradient's weight tensor is near rank one per tap (the sum over the batch of an output
-    error times an input), so log-magnitudes add: the value a row back, plus the one a short
-    stride back, minus their common corner predict this one's magnitude (11 bits of head, a
-    piecewise-linear log2), and the product of their signs predicts its sign. Without that
-    history, the previous head."""
-    if row == NONE or hs == NONE or stride + short > t:
-        return h1 >> 2
-    corner = head(vals, r - stride - short)
-    predicted = min(2047, max(0, (row & 0x7FF) + (hs & 0x7FF) - (corner & 0x7FF)))
-    sign = ((row ^ hs ^ corner) >> 11) & 1
-    return (1 << 30) | ((predicted >> 3) << 2) | (sign << 1) | ((h1 >> 11) & 1)
-
-
-@njit(cache=True)
-def _exponent(vals, r):
-    """The top 8 bits after the sign (a float32's exponent)."""
-    return ((np.int64(vals[r, 0]) & 0x7F) << 1) | (np.int64(vals[r, 1]) >> 7)
-
-
-@njit(cache=True)
-def _byte_contexts(cfg, vals, lane, j, bpos):
-    """Each model's context hash for byte ``bpos`` of the lane's current value."""
-    r = lane[j, ROW]
-    if bpos >= FULL_BYTES and cfg[CFG_VERSION] >= 2:  # the later bytes' one model
-        lane[j, BH + ORDER0] = mix_hash(bpos * 256 + _exponent(vals, r), ORDER0)
-        return
-    full = np.int64(bpos + 1)
-    for b in range(bpos):  # beyond the first two bytes, only whether each is zero
-        full = (full << 8) | vals[r, b] if b < 2 else (full << 1) | (vals[r, b] == 0)
-    coarse = np.int64(bpos + 1)
-    for b in range(min(bpos, 2)):
-        coarse = (coarse << 8) | vals[r, b]
-    lane[j, BH + 0] = mix_hash(full, 0)
-    for m in range(1, _n_models(cfg)):
-        lane[j, BH + m] = mix_hash(mix_hash(lane[j, FV + m], coarse), m)
-    if bpos >= FULL_BYTES:
-        lane[j, BH + ORDER0] = mix_hash(bpos, ORDER0)
-
-
-@njit(cache=True)
-def _uses(cfg, m, bpos):
-    if bpos < FULL_BYTES:
-        return m < _n_models(cfg)
-    return m == ORDER0 if cfg[CFG_VERSION] >= 2 else (LATER_MODELS >> m) & 1
-
-
-@njit(cache=True)
 def _mixer_offsets(cfg, lane, j, k):
     """Where the weights of lane ``j``'s mixers for bit ``k`` of the value start."""
-    n_in = _n_models(cfg) + 1
+    n_in = version_models(cfg) + 1
     first = (k * MIXER_SETS + lane[j, MCTX]) * n_in
     second = (MAX_BITS * MIXER_SETS + k * MAGNITUDE_SETS + lane[j, M2]) * n_in
     return first, second
@@ -306,20 +171,20 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, t
     mask = (np.int64(1) << table_bits) - 16
     lane_len = cfg[2]
     active = _active(cfg, t)
-    version, n_models = cfg[CFG_VERSION], _n_models(cfg)
+    version, n_models = cfg[CFG_VERSION], version_models(cfg)
     low = _low_bits_mode(cfg, trial, t, bpos, bit)
     direct = (bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT
     used = 0  # the models of this byte position, a bit each
     for m in range(n_models):
-        used |= np.int64(_uses(cfg, m, bpos)) << m
+        used |= np.int64(uses_model(cfg, m, bpos)) << m
     # First the slots, then the table reads alone in a tight loop: the cache misses of many
     # lanes are then in flight at once.
     for j in range(active):
         c0 = lane[j, C0]
         if bit == 0:
             if cb == 0:
-                _value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
-            _byte_contexts(cfg, vals, lane, j, bpos)
+                value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
+            byte_contexts(cfg, vals, lane, j, bpos)
         if low != LOW_FULL:
             slot = _low_bits_slot(vals, lane, j, c0, bit, table_bits, mask)
             lane[j, SLOT + ORDER0 if direct else DS] = slot
@@ -340,7 +205,7 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, t
     for j in range(0 if direct else active):
         for m in range(n_models):
             lane[j, XS + m] = STRETCH[tables[lane[j, SLOT + m]] >> 20] if (used >> m) & 1 else 0
-    apm2_mask = (np.int64(1) << _of_version(APM2_BITS, version)) - 1
+    apm2_mask = (np.int64(1) << of_version(APM2_BITS, version)) - 1
     for j in range(0 if direct else active):  # the mixers, then (below) the APMs' reads alone
         c0 = lane[j, C0]
         lane[j, XS + n_models] = 256
@@ -393,7 +258,7 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, tr
     t, k = divmod(step, 8 * n_coded)
     cb, bit = divmod(k, 8)
     bpos = cfg[CFG_CODED + cb]
-    version, n_models = cfg[CFG_VERSION], _n_models(cfg)
+    version, n_models = cfg[CFG_VERSION], version_models(cfg)
     low = _low_bits_mode(cfg, trial, t, bpos, bit)
     direct = (bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT
     shift = MIXER_SHIFT - 1 if version >= 4 and bpos >= 1 else MIXER_SHIFT
@@ -403,9 +268,9 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, tr
             train_counter(tables, lane[j, SLOT + ORDER0], y, ORDER0_LIMIT)
         else:
             for m in range(n_models):
-                if _uses(cfg, m, bpos):
+                if uses_model(cfg, m, bpos):
                     later_order0 = m == ORDER0 and bpos >= FULL_BYTES
-                    limit = ORDER0_LIMIT if later_order0 else _of_version(LIMIT, version)
+                    limit = ORDER0_LIMIT if later_order0 else of_version(LIMIT, version)
                     train_counter(tables, lane[j, SLOT + m], y, limit)
             first, second = _mixer_offsets(cfg, lane, j, k)
             _train_mixer(lane, j, weights, first, n_models + 1, y, shift)
@@ -422,7 +287,7 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, tr
             vals[r, bpos] = c0 & 255
             c0 = 1
             if cb == n_coded - 1:
-                _end_value(cfg, vals, lane, emas, fits, strides, j, r)
+                end_value(cfg, vals, lane, emas, fits, strides, j, r)
         lane[j, C0] = c0
 
 
@@ -433,23 +298,6 @@ def _score_trial(tables, lane, j, trial, y):
     trial[FULL_COST] += COST[full if y else 4096 - full]
     trial[DIRECT_COST] += COST[direct if y else 4096 - direct]
     train_counter(tables, lane[j, DS], y, ORDER0_LIMIT)
-
-
-@njit(cache=True)
-def _end_value(cfg, vals, lane, emas, fits, strides, j, r):
-    """Lane statistics after a whole value: magnitude average and zero run."""
-    zero = True
-    for b in range(cfg[0]):
-        if vals[r, b] != 0:
-            zero = False
-    lane[j, ZRUN] = min(lane[j, ZRUN] + 1, 1 << 20) if zero else 0
-    mag = (head(vals, r) & 0x7FF) << 4
-    first = r % cfg[2] == 0
-    lane[j, EMA] = mag if first else lane[j, EMA] + ((mag - lane[j, EMA]) >> 2)
-    lane[j, SLOW] = mag if first else lane[j, SLOW] + ((mag - lane[j, SLOW]) >> 4)
-    emas[r] = lane[j, EMA]
-    if cfg[CFG_VERSION] >= 3:
-        fit_rows(vals, fits, j, r, r % cfg[2], strides[r >> BLOCK_BITS, 2])
 
 
 @njit(cache=True)
