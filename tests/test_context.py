@@ -307,3 +307,39 @@ def test_ties_between_kinds_go_to_the_simplest():
     periodic = np.tile(np.array([0.1, 0.2, 0.3], np.float32), 3000).byteswap().tobytes()
     kinds = choose_kinds(value_digits(periodic, 4)[0])
     assert kinds == ["zP", "s2", "zP", "zd", "zd", "zd", "zd", "zd"]  # pinned: the same on every run
+
+
+@pytest.mark.parametrize("n", [3000, 70_000])  # 16-bit counts up to 65,535 values, 32-bit above
+def test_kind_costs_are_the_adaptive_code_lengths_of_each_kind(n: int) -> None:
+    """The compiled counting (joint counts, each kind summed from a finer one) gives each kind's
+    exact adaptive (KT) code length, here recomputed from lgamma over the kind's own contexts."""
+    import math
+
+    from lmgc.priors.context_models import ALPHA, NONE, _AdaptiveCost
+
+    rng = np.random.default_rng(5)
+    planes = rng.integers(0, 16, (2, n)).astype(np.int32)
+    planes[1, ::2] = planes[0, ::2]  # digit 1 repeats digit 0 on every other value
+    planes[:, rng.random(n) < 0.3] = 0
+    zero = (planes[0] == 0).astype(np.int32)
+    parts = (rng.random(n) < 0.1).astype(np.int32)
+    bits, zero_bits = _AdaptiveCost(n).costs(planes, 1, zero, parts)
+
+    def log2_rising(alpha: float, count: np.ndarray) -> np.ndarray:
+        return np.array([math.lgamma(alpha + c) - math.lgamma(alpha) for c in count]) / math.log(2)
+
+    fields = (planes[0], np.r_[NONE, planes[1, :-1]], np.r_[NONE, NONE, planes[1, :-2]])
+    for kind, uses in _AdaptiveCost._KINDS.items():
+        context = np.zeros(n, dtype=np.int64)
+        for used, field in zip(uses, fields):
+            context = context * 17 + (field if used else NONE)
+        context = (context * 2 + zero) * 2 + parts
+        rows, counts = np.unique(context * 16 + planes[1], return_counts=True)
+        totals = np.bincount(rows // 16, weights=counts).astype(np.int64)
+        expected = log2_rising(16 * ALPHA, totals[totals > 0]).sum() - log2_rising(ALPHA, counts).sum()
+        assert bits[kind] == pytest.approx(expected, rel=1e-9), kind
+        if kind == "z":
+            in_zero = (rows // 16) & 2 > 0
+            zero_totals = np.bincount(rows[in_zero] // 16, weights=counts[in_zero]).astype(np.int64)
+            zero_expected = log2_rising(16 * ALPHA, zero_totals[zero_totals > 0]).sum()
+            assert zero_bits == pytest.approx(zero_expected - log2_rising(ALPHA, counts[in_zero]).sum(), rel=1e-9)

@@ -90,3 +90,5 @@ def compile_kernels() -> None:
     every_kind = ContextPrior(["zP", "s2", "zd", "z", "zr", "raw", "zr", "zr"])
     for prior in (every_kind, ContextPrior.create(), ContextMixingPrior.create()):
         decompress(compress([sample], prior=prior))
+    # the kind choice counts in 16 bits up to 65,535 values, in 32 above: compile both
+    compress(rng.normal(size=70_000).astype(np.float32), prior=ContextPrior.create())

@@ -201,47 +201,57 @@ def best_back(matrix, max_back):
 
 
 @njit(cache=True)
-def kind_costs(planes, p, zero, parts, uses, counts, totals_table, counts_table):
+def kind_costs(planes, p, zero, parts, uses, plan, counts, totals_table, counts_table):
     """Per context kind (``uses``: a row of (previous digit, previous value, value before) per
     kind), the exact code length of digit ``p`` of the values (``planes``: digits x values)
     under adaptive counts per its contexts, each of the ``parts`` (0/1 per value) counted apart;
     and the code length that kind ``z`` gives the values zero so far (``zero`` 1).
     ``totals_table[n]`` and ``counts_table[n]`` are the log2 rising factorials of a row's total
-    and of a digit's count. The digits are counted once per full context; each kind's counts
-    are sums of those. ``counts`` is an all-zero (kinds + 1, 17 * 17 * 17 * 2 * 2, 16) int32
-    scratch table, left all-zero."""
+    and of a digit's count. The digits are counted once per full context (the joint counts);
+    each kind's counts are sums of a finer kind's, in the order of ``plan`` (rows of (kind, the
+    finer kind it sums, -1 for the joint counts, -2 if it reads every field and so is the joint
+    counts)): most kinds then sum a few hundred rows, not one per context seen. ``counts`` is an
+    all-zero (kinds + 1, 17 * 17 * 17 * 2 * 2, 16) integer scratch table (of a type that holds
+    the number of values), left all-zero."""
     n_kinds, n_contexts, n = uses.shape[0], counts.shape[1], planes.shape[1]
-    joint, seen = counts[n_kinds], np.zeros(n_contexts, dtype=np.bool_)
+    joint = n_kinds  # the scratch table's last slab
+    seen = np.zeros((n_kinds + 1, n_contexts), dtype=np.bool_)
     for i in range(n):
         d1 = planes[p - 1, i] if p > 0 else NONE
         prev = planes[p, i - 1] if i >= 1 else NONE
         prev2 = planes[p, i - 2] if i >= 2 else NONE
         context = ((((d1 * 17 + prev) * 17 + prev2) * 2 + zero[i]) << 1) | parts[i]
-        joint[context, planes[p, i]] += 1
-        seen[context] = True
-    kind_seen = np.zeros((n_kinds, n_contexts), dtype=np.bool_)
-    for context in np.flatnonzero(seen):
-        fields = ((context >> 2) // 289, (context >> 2) // 17 % 17, (context >> 2) % 17)
-        for k in range(n_kinds):
+        counts[joint, context, planes[p, i]] += 1
+        seen[joint, context] = True
+    slab = np.full(n_kinds, joint, dtype=np.int64)  # where each kind's counts are
+    for step in range(len(plan)):
+        k, finer = plan[step, 0], plan[step, 1]
+        if finer == -2:
+            continue
+        slab[k] = k
+        source = joint if finer == -1 else slab[finer]
+        for context in np.flatnonzero(seen[source]):
+            fields = ((context >> 2) // 289, (context >> 2) // 17 % 17, (context >> 2) % 17)
             a = fields[0] if uses[k, 0] else NONE
             b = fields[1] if uses[k, 1] else NONE
             c = fields[2] if uses[k, 2] else NONE
             target = (((a * 17 + b) * 17 + c) << 2) | (context & 3)
-            kind_seen[k, target] = True
+            seen[k, target] = True
             for digit in range(16):
-                counts[k, target, digit] += joint[context, digit]
-        joint[context] = 0
+                counts[k, target, digit] += counts[source, context, digit]
     bits, zero_bits = np.zeros(n_kinds), 0.0
     for k in range(n_kinds):
-        for context in np.flatnonzero(kind_seen[k]):  # ascending: a fixed summation order
+        for context in np.flatnonzero(seen[slab[k]]):  # ascending: a fixed summation order
             total = 0
             for digit in range(16):
-                total += counts[k, context, digit]
+                total += counts[slab[k], context, digit]
             row_bits = totals_table[total]
             for digit in range(16):
-                row_bits -= counts_table[counts[k, context, digit]]
-                counts[k, context, digit] = 0
+                row_bits -= counts_table[counts[slab[k], context, digit]]
             bits[k] += row_bits
             if uses[k, 0] + uses[k, 1] + uses[k, 2] == 0 and context & 2:
                 zero_bits += row_bits
+    for s in range(n_kinds + 1):
+        for context in np.flatnonzero(seen[s]):
+            counts[s, context] = 0
     return bits, zero_bits

@@ -121,25 +121,45 @@ def _log2_rising(n_max: int, alpha: float) -> np.ndarray:
     return table
 
 
+def coarsening_plan(uses: np.ndarray) -> np.ndarray:
+    """The order in which :func:`~lmgc.priors.context_kernels.kind_costs` sums the kinds' counts:
+    rows of (kind, the finer kind it sums, -1 for the joint counts, -2 if it reads every field
+    and so is the joint counts). Finer kinds come first; each kind sums the coarsest earlier
+    kind that reads every field it reads (the fewest rows)."""
+    fields = uses.sum(axis=1)
+    plan, done = [], []
+    for k in sorted(range(len(uses)), key=lambda k: -fields[k]):
+        finer = [q for q in done if (uses[q] >= uses[k]).all()]
+        source = -2 if fields[k] == uses.shape[1] else min(finer, key=lambda q: fields[q], default=-1)
+        plan.append((k, source))
+        done.append(k)
+    return np.array(plan, dtype=np.int64).reshape(-1, 2)
+
+
 class _AdaptiveCost:
     """Exact code length of adaptive KT counts per context (independent of the coding order) of
     every context kind at one digit position, counted in one compiled pass over the digits."""
 
     _KINDS = SEQUENTIAL_KINDS | PLAIN_KINDS
     _USES = np.array(list(_KINDS.values()), dtype=np.int64)
+    _PLAN = coarsening_plan(_USES)
 
     def __init__(self, n_max: int) -> None:
         self.totals_table = _log2_rising(n_max, 16 * ALPHA)
         self.counts_table = _log2_rising(n_max, ALPHA)
-        self._scratch = np.zeros((len(self._KINDS) + 1, 2 * N_STRUCTURED, 16), dtype=np.int32)
+        # No count exceeds n_max: 16-bit counts where they fit halve the memory the counting
+        # sweeps (measured: the kind choice ~18% faster on an 87 KB gradient, same numbers;
+        # summing kinds from finer ones, not all from the joint counts, ~8% more).
+        dtype = np.uint16 if n_max <= np.iinfo(np.uint16).max else np.int32
+        self._scratch = np.zeros((len(self._KINDS) + 1, 2 * N_STRUCTURED, 16), dtype=dtype)
 
     def costs(self, planes: np.ndarray, p: int, zero: np.ndarray, parts: np.ndarray) -> tuple[dict[str, float], float]:
         """Bits of digit ``p`` under each kind, each part's counts apart; and the bits kind ``z``
         gives the values zero so far."""
         from .context_rows import compiled
 
-        bits, zero_bits = compiled().kind_costs(planes, p, zero, parts, self._USES, self._scratch, self.totals_table,
-                                                self.counts_table)  # fmt: skip
+        bits, zero_bits = compiled().kind_costs(planes, p, zero, parts, self._USES, self._PLAN, self._scratch,
+                                                self.totals_table, self.counts_table)  # fmt: skip
         return dict(zip(self._KINDS, bits.tolist())), zero_bits
 
 
