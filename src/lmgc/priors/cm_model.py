@@ -153,12 +153,19 @@ def _low_bits_mode(cfg, trial, t, bpos, bit):
 
 
 @njit(cache=True)
-def _low_bits_slot(vals, lane, j, c0, bit, table_bits, mask):
-    """The direct way's probability of a second-byte low bit: one per (exponent, bit), in the
-    order-0 model's table as the later bytes' (the exponent's last bit is the byte's first)."""
-    exponent = ((np.int64(vals[lane[j, ROW], 0]) & 0x7F) << 1) | ((c0 >> (bit - 1)) & 1)
-    base = mix_hash(mix_hash(256 + exponent, ORDER0), 4096 + (bit >> 2)) & mask
+def _direct_slot(context, bit, table_bits, mask):
+    """The slot of a bit coded the direct way (one adaptive probability per ``context`` and
+    bit, the partial byte no context), in the order-0 model's table."""
+    base = mix_hash(context, 4096 + (bit >> 2)) & mask
     return (np.int64(ORDER0) << table_bits) + base + (bit & 3)
+
+
+@njit(cache=True)
+def _low_bits_context(vals, lane, j, c0, bit):
+    """The direct way's context of a second-byte low bit: the exponent (whose last bit is the
+    byte's first), apart from the later bytes' contexts."""
+    exponent = ((np.int64(vals[lane[j, ROW], 0]) & 0x7F) << 1) | ((c0 >> (bit - 1)) & 1)
+    return mix_hash(256 + exponent, ORDER0)
 
 
 @njit(cache=True)
@@ -186,13 +193,12 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, t
                 value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
             byte_contexts(cfg, vals, lane, j, bpos)
         if low != LOW_FULL:
-            slot = _low_bits_slot(vals, lane, j, c0, bit, table_bits, mask)
+            slot = _direct_slot(_low_bits_context(vals, lane, j, c0, bit), bit, table_bits, mask)
             lane[j, SLOT + ORDER0 if direct else DS] = slot
             if direct:
                 continue
-        elif direct:  # one probability per (byte, exponent, bit): the partial byte is no context
-            base = mix_hash(lane[j, BH + ORDER0], 4096 + (bit >> 2)) & mask
-            lane[j, SLOT + ORDER0] = (np.int64(ORDER0) << table_bits) + base + (bit & 3)
+        elif direct:  # one probability per (byte, exponent, bit)
+            lane[j, SLOT + ORDER0] = _direct_slot(lane[j, BH + ORDER0], bit, table_bits, mask)
             continue
         nibble = c0 if bit < 4 else (c0 & ((1 << (bit - 4)) - 1)) | (1 << (bit - 4))
         for m in range(n_models):
