@@ -53,6 +53,7 @@ def _cost_table() -> np.ndarray:
 
 
 COST = _cost_table()
+
 #: Counter step sizes: 1/(n + 1.5) in 2^15 units (lpaq's StateMap).
 DT = np.array([16384 // (n + n + 3) for n in range(1024)], dtype=np.int64)
 
