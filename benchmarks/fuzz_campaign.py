@@ -122,6 +122,8 @@ def build_bases() -> dict[str, tuple[bytes, bool]]:
         "context --level max version 3 (golden)": ((GOLDEN / "sample-v2-cm3.lmgc").read_bytes(), True),
         "context --level max version 4 (golden)": ((GOLDEN / "sample-v2-cm4.lmgc").read_bytes(), True),
         "context --level max version 5 (golden)": ((GOLDEN / "sample-v2-cm5.lmgc").read_bytes(), True),
+        "context --level max version 6 (golden)": ((GOLDEN / "sample-v2-cm6.lmgc").read_bytes(), True),
+        "context --level max, sparse (zero flags)": (lmgc.compress(sparse, prior="context", level="max"), True),
         "LLM file naming smollm2-135m": (as_llm("smollm2-135m"), True),
         "LLM file naming a hub id": (as_llm("some-org/some-model"), True),
         "hybrid v4 file naming smollm2-135m": (as_llm("smollm2-135m", hybrid=True), True),

@@ -19,7 +19,7 @@ from lmgc.errors import CorruptDataError, LmgcError, SerializationError, Unsuppo
 from lmgc.priors import LEVELS, prior_class, recorded_class
 from lmgc.priors.cm import (
     STRIDES, ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, ContextMixingPriorV3, ContextMixingPriorV4,
-    ContextMixingPriorV5, choose_strides, raw_positions,
+    ContextMixingPriorV5, ContextMixingPriorV6, choose_strides, raw_positions,
 )  # fmt: skip
 from lmgc.priors.cm_layout import choose_fit_strides
 
@@ -44,15 +44,16 @@ def round_trip(x: np.ndarray) -> bytes:
 
 def test_registered_as_the_max_level_of_context() -> None:
     assert LEVELS[("context", "max")] is ContextMixingPrior is prior_class("context", "max")
-    assert ContextMixingPrior.version == 6
-    assert recorded_class({"kind": "context-cm", "version": 6}) is ContextMixingPrior
+    assert ContextMixingPrior.version == 7
+    assert recorded_class({"kind": "context-cm", "version": 7}) is ContextMixingPrior
+    assert recorded_class({"kind": "context-cm", "version": 6}) is ContextMixingPriorV6
     assert recorded_class({"kind": "context-cm", "version": 5}) is ContextMixingPriorV5
     assert recorded_class({"kind": "context-cm", "version": 4}) is ContextMixingPriorV4
     assert recorded_class({"kind": "context-cm", "version": 3}) is ContextMixingPriorV3
     assert recorded_class({"kind": "context-cm", "version": 2}) is ContextMixingPriorV2
     assert recorded_class({"kind": "context-cm", "version": 1}) is ContextMixingPriorV1
-    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 7 is not one this lmgc decodes"):
-        recorded_class({"kind": "context-cm", "version": 7})
+    with pytest.raises(UnsupportedVersionError, match="context-cm prior version 8 is not one this lmgc decodes"):
+        recorded_class({"kind": "context-cm", "version": 8})
     assert prior_class("context") is not ContextMixingPrior  # the default level stays fast
 
 
@@ -69,11 +70,11 @@ def test_earlier_versions_files_still_decode(version: int) -> None:
     assert lmgc.decompress(blob).tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize("version", [4, 5])
-def test_versions_4_and_5_files_still_decode(version: int) -> None:
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_versions_4_to_6_files_still_decode(version: int) -> None:
     """Made from six tensors of the ConvNet fixture, by name (rows predicted): version 4 by lmgc
     7b1cc5b (before kernel taps were counted per tensor), version 5 by lmgc 4a45e52 (before the
-    trial of the second byte's low bits)."""
+    trial of the second byte's low bits), version 6 by lmgc 33a563e (before zero flags)."""
     blob = (GOLDEN / f"sample-v2-cm{version}.lmgc").read_bytes()
     identity = {"kind": "context-cm", "version": version, "raw_positions": [2]}
     assert read_container_info(blob)["header"]["prior"] == identity
@@ -92,8 +93,8 @@ def _fixture() -> dict:
     return load_file(Path(__file__).parent / "data" / "gradients" / "convnet_w32_mnist" / "grad_step000050.safetensors")
 
 
-@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV5, ContextMixingPriorV4, ContextMixingPriorV3,
-                                   ContextMixingPriorV2, ContextMixingPriorV1])  # fmt: skip
+@pytest.mark.parametrize("prior", [ContextMixingPrior, ContextMixingPriorV6, ContextMixingPriorV5, ContextMixingPriorV4,
+                                   ContextMixingPriorV3, ContextMixingPriorV2, ContextMixingPriorV1])  # fmt: skip
 def test_each_version_round_trips_what_it_encodes(prior) -> None:
     data = gradient_like(9000, seed=4, zeros=0.1).astype(">f4").tobytes() + b"\x07"
     coder = prior().fit(data, 4)
@@ -193,13 +194,13 @@ def _stride_index(stride: int) -> int:
 
 
 def test_identity_schema_rejects_anything_off() -> None:
-    good = {"kind": "context-cm", "version": 6, "raw_positions": [2]}
+    good = {"kind": "context-cm", "version": 7, "raw_positions": [2]}
     assert ContextMixingPrior.check_identity(good, 4) == good
     assert ContextMixingPriorV1.check_identity({**good, "version": 1}, 4) == {**good, "version": 1}
     bad = [
         ({**good, "extra": 1}, "unknown \\['extra'\\]"),
         ({"kind": "context-cm", "version": 2}, "missing \\['raw_positions'\\]"),
-        ({**good, "version": 2}, "version must be 6"),
+        ({**good, "version": 2}, "version must be 7"),
         ({**good, "raw_positions": [0, 1, 2, 3]}, "raw_positions"),
         ({**good, "raw_positions": [4]}, "raw_positions"),
         ({**good, "raw_positions": [2, 1]}, "raw_positions"),
@@ -377,7 +378,7 @@ def test_version_6_codes_the_second_bytes_low_bits_the_way_its_trial_finds_cheap
     either way."""
     x = noisy_low_bits(50000) if kind == "random low bits" else row_families(400, 128)
     v5 = lmgc.compress({"w": x}, prior=ContextMixingPriorV5())
-    v6 = lmgc.compress({"w": x}, prior=ContextMixingPrior())
+    v6 = lmgc.compress({"w": x}, prior=ContextMixingPriorV6())
     assert read_container_info(v6)["header"]["prior"]["version"] == 6
     if kind == "random low bits":
         assert len(v6) < len(v5) - 16, (len(v6), len(v5))
@@ -385,3 +386,41 @@ def test_version_6_codes_the_second_bytes_low_bits_the_way_its_trial_finds_cheap
         assert abs(len(v6) - len(v5)) <= 8, (len(v6), len(v5))
     for blob in (v5, v6):
         assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()
+
+
+def test_version_7_flags_zero_values_instead_of_coding_their_bits() -> None:
+    """A gradient with 20% exact zeros: each value's zero flag is coded first and a zero's bits
+    are not (smaller than version 6, fewer steps); without zeros no flags (version 6's size and
+    one bit). Exact either way."""
+    sparse, dense = gradient_like(30000, seed=2, zeros=0.2), gradient_like(30000, seed=2)
+    for x, smaller in ((sparse, True), (dense, False)):
+        v6 = lmgc.compress({"w": x}, prior=ContextMixingPriorV6())
+        v7 = lmgc.compress({"w": x}, prior=ContextMixingPrior())
+        if smaller:
+            assert len(v7) < len(v6) - 200, (len(v7), len(v6))
+        else:
+            assert abs(len(v7) - len(v6)) <= 4, (len(v7), len(v6))
+        for blob in (v6, v7):
+            assert lmgc.decompress(blob)["w"].tobytes() == x.tobytes()
+
+
+@pytest.mark.parametrize("case", ["all zero", "raw byte beside zeros", "zero runs in short lanes"])
+def test_zero_flags_round_trip_where_whole_steps_code_nothing(case: str) -> None:
+    """Steps where every lane's value is flagged zero code no bit; a zero flag covers the coded
+    bytes only (a raw byte position keeps its bytes)."""
+    rng = np.random.default_rng(1)
+    if case == "all zero":
+        data, prior = bytes(4 * 5000), ContextMixingPrior()
+    elif case == "raw byte beside zeros":
+        values = gradient_like(6000, zeros=0.5).astype(">f4")
+        matrix = np.frombuffer(values.tobytes(), np.uint8).reshape(-1, 4).copy()
+        matrix[:, 3] = rng.integers(0, 256, len(matrix))
+        data, prior = matrix.tobytes() + b"\x05", ContextMixingPrior(raw=[3])
+    else:
+        x = gradient_like(700, seed=3)
+        x[rng.random(700) < 0.6] = 0
+        data, prior = x.astype(">f4").tobytes(), ContextMixingPrior()
+    coder = prior.fit(data, 4)
+    payload, bits = coder.encode_chunk(data, 4, stats=True)
+    assert coder.decode_chunk(payload, len(data), 4) == data
+    assert len(payload) < len(data) // 4 if case == "all zero" else bits.sum() > 0

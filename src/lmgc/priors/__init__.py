@@ -12,7 +12,7 @@ from ..errors import CorruptDataError, InputError, UnsupportedVersionError
 from .base import Coded, ModelLoader, Prior
 from .cm import (
     ContextMixingPrior, ContextMixingPriorV1, ContextMixingPriorV2, ContextMixingPriorV3, ContextMixingPriorV4,
-    ContextMixingPriorV5,
+    ContextMixingPriorV5, ContextMixingPriorV6,
 )  # fmt: skip
 from .context import ContextPrior
 from .hybrid import HybridPrior, HybridPriorV1, HybridPriorV3
@@ -37,8 +37,9 @@ LEVELS: dict[tuple[str, str], type[Prior]] = {("context", "fast"): ContextPrior,
 #: (``hybrid`` versions 1 and 3: without the encoder's chosen kinds and the averaging, version 1
 #: also without the guard on random digit positions; ``context-cm`` version 1:
 #: the context-mixing model before the plane model, the second mixer and the later bytes' model.)
-DECODE_ONLY: tuple[type[Prior], ...] = (HybridPriorV3, HybridPriorV1, ContextMixingPriorV5, ContextMixingPriorV4,
-                                         ContextMixingPriorV3, ContextMixingPriorV2, ContextMixingPriorV1)  # fmt: skip
+DECODE_ONLY: tuple[type[Prior], ...] = (HybridPriorV3, HybridPriorV1, ContextMixingPriorV6, ContextMixingPriorV5,
+                                         ContextMixingPriorV4, ContextMixingPriorV3, ContextMixingPriorV2,
+                                         ContextMixingPriorV1)  # fmt: skip
 
 
 def prior_class(name: str, level: str | None = None) -> type[Prior]:

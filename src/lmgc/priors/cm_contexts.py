@@ -15,7 +15,7 @@ from numba import njit
 
 from .cm import CFG_VERSION
 from .cm_arith import head, mix_hash
-from .cm_layout import BLOCK_BITS
+from .cm_layout import BLOCK_BITS, FULL_BYTES
 from .cm_rows import best_row_context, fit_rows
 
 __all__ = ["MODELS", "N_MODELS", "FULL_BYTES", "ORDER0", "LANE_FIELDS", "value_contexts", "byte_contexts",
@@ -37,7 +37,6 @@ MODELS = (
 N_MODELS = len(MODELS)  # version 3
 MODELS_OF_VERSION = (6, 7, 8)  # the first so many models are a version's (1, 2, 3 and later)
 N_IN = N_MODELS + 1  # the most mixer inputs: the models plus a constant bias input
-FULL_BYTES = 2  # leading bytes of a value seen by every model and both APMs (sign, exponent)
 #: The models of the later (mantissa) bytes: near-random, they pay for few (more measured no
 #: better); there "own" sees whether each earlier byte is zero and "neighbours" is order 0
 #: instead (its count limit is higher: stationary).
@@ -53,10 +52,11 @@ KERNEL = 9
 TAP_SETS_VALUES = 1 << 18
 
 # Per-lane state columns (int64 matrix ``lane``).
-C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT, DS, PF = range(14)  # M2: second mixer's
-# weight offset; PR, WT: the mixer's probability and its weight between two APM knots; DS, PF:
-# in version 5's trial, the direct way's slot and the full model's final probability
-FV = 14  # value-level context of each model
+C0, EMA, ZRUN, ROW, MCTX, A1, A2, H1, SLOW, M2, PR, WT, DS, PF, ZV = range(15)  # M2: second
+# mixer's weight offset; PR, WT: the mixer's probability and its weight between two APM knots;
+# DS, PF: in version 5's trial, the direct way's slot and the full model's final probability;
+# ZV: version 6's zero flag of the current value (its coded bytes are all zero, not coded)
+FV = 15  # value-level context of each model
 BH = FV + N_MODELS  # hash of each model's context at the start of the byte
 SLOT = BH + N_MODELS  # table slot each model read for the current bit
 XS = SLOT + N_MODELS  # the mixer's inputs (stretched predictions + bias)

@@ -39,7 +39,7 @@ that files of every version decode:
 - version 5: the second byte's last four bits (mantissa bits 4-7 of a float32) are coded either
   by the whole model or, as the later bytes, straight from one adaptive probability per
   (exponent, bit), whichever did better (the direct way by 0.1%) over a *trial*, the first
-  1/:data:`TRIAL_SHARE` of every lane, where both run (:func:`_low_bits_mode`). Both sides score
+  1/:data:`~lmgc.priors.cm_direct.TRIAL_SHARE` of every lane, where both run (:func:`~lmgc.priors.cm_direct.low_bits_mode`). Both sides score
   the trial alike, so no choice is stored. On dense conv gradients those bits are near-random
   and the mixers' and APMs' learning noise costs more than they hold (coded the direct way
   throughout, every dense ConvNet and VGG-16 gradient measured was 0.0002-0.0075 bit per value
@@ -60,35 +60,28 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .cm import CFG_CODED, CFG_VERSION
-from .cm_arith import COST, STRETCH, aligned, mix_hash, squash, train_apm, train_counter
+from .cm import CFG_CODED, CFG_VERSION, CFG_ZEROS
+from .cm_arith import STRETCH, aligned, mix_hash, squash, train_apm, train_counter
 from .cm_contexts import (
-    A1, A2, BH, C0, DS, FULL_BYTES, H1, M2, MCTX, MODELS, N_MODELS, ORDER0, PF, PR, ROW, SLOT, WT, XS, LANE_FIELDS,
+    A1, A2, BH, C0, DS, FULL_BYTES, H1, M2, MCTX, MODELS, N_MODELS, ORDER0, PF, PR, ROW, SLOT, WT, XS, ZV, LANE_FIELDS,
     byte_contexts, end_value, of_version, uses_model, value_contexts, version_models,
+)  # fmt: skip
+from .cm_direct import (
+    LOW_DIRECT, LOW_FULL, LOW_TRIAL, ORDER0_LIMIT, direct_slot, low_bits_context, low_bits_mode, score_trial,
 )  # fmt: skip
 from .cm_rows import ROW_CANDIDATES
 
 __all__ = ["MODELS", "N_MODELS", "advance", "encode_steps", "new_state", "predict", "update"]
 
 MAX_BITS = 64  # bits of a value (group of up to 8 bytes)
+FLAG_BIT = MAX_BITS  # the mixers' weight sets of version 6's zero flag follow the value's bits'
 MIXER_SETS = 48  # weight sets per bit: 8 zero-run buckets, or whether the row and short-stride
 # values are zero (or absent); from version 4 the latter per tap of a 3x3 kernel (4 x 9 sets)
 MAGNITUDE_SETS = 256  # version 2's second mixer: a weight set per bit and running exponent
 APM2_BITS = (10, 14, 14)  # log2 of the second APM's contexts, by version (1, 2, 3 and later)
-LIMIT, ORDER0_LIMIT = (255, 1023, 1023), 1023  # count limits: of the models by version, of order 0
+LIMIT = (255, 1023, 1023)  # count limits of the models by version
 MIXER_SHIFT = 13  # learning rate of the mixer: delta w = x * err >> MIXER_SHIFT (from version 4
 # one less after the first byte: measured 0.003 bit per value less on a VGG-16 gradient)
-#: Version 5's trial (see the module docstring) is the first ``1/TRIAL_SHARE`` of each lane's
-#: values (the lanes' first eighths are spread over the whole chunk); the direct way must be
-#: ``2**-TRIAL_MARGIN`` (0.1%) cheaper there to be chosen, as the full model goes on learning
-#: longer: on initial weights the trial favoured the direct way by 0.02% and the whole file the
-#: full model by 0.03%. Measured on 17 gradient files: the direct way on the six dense
-#: ConvNet-128 and VGG-16 ones (trial 0.11-0.31% cheaper; whole files 0.004-0.006 bit per
-#: value smaller than version 4's), the full model on the ViT and ResNet-18 ones (the direct
-#: way up to 0.27% dearer) and on the 87 KB ConvNet-32 ones, where it saw too little to learn.
-TRIAL_SHARE, TRIAL_MARGIN = 8, 10
-LOW_TRIAL, LOW_FULL, LOW_DIRECT = 0, 1, 2  # how a step's bits are coded (``trial[CHOICE]``)
-FULL_COST, DIRECT_COST, CHOICE = 0, 1, 2  # the trial's state: each way's code length, the choice
 
 
 def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -100,7 +93,7 @@ def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     version, n_in = int(cfg[CFG_VERSION]), int(version_models(cfg)) + 1
     tables = aligned(int(version_models(cfg)) << int(cfg[5]), 1 << 31, np.uint32)
     sets = MIXER_SETS + (MAGNITUDE_SETS if version >= 2 else 0)
-    weights = aligned(MAX_BITS * sets * n_in, (1 << 16) // 7, np.int64)
+    weights = aligned((MAX_BITS + 1) * sets * n_in, (1 << 16) // 7, np.int64)
     knots = np.array([squash((j - 16) * 128) * 16 for j in range(33)], dtype=np.int32)
     apm1 = np.tile(knots, MAX_BITS * 256)
     apm2 = np.tile(knots, 1 << APM2_BITS[min(version, len(APM2_BITS)) - 1])
@@ -108,7 +101,7 @@ def new_state(cfg: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, ...]:
     lane[:, C0] = 1
     emas = np.zeros(max(1, int(cfg[1])), dtype=np.int32)
     fits = np.zeros((lane.shape[0], ROW_CANDIDATES, 2), dtype=np.int64)
-    trial = np.zeros(3, dtype=np.int64)  # LOW_TRIAL, no cost yet
+    trial = np.zeros(3, dtype=np.int64)  # LOW_TRIAL, no cost yet (:mod:`~lmgc.priors.cm_direct`)
     return tables, weights, apm1, apm2, lane, emas, fits, strides, trial
 
 
@@ -121,11 +114,31 @@ def _active(cfg, t):
 
 @njit(cache=True)
 def _mixer_offsets(cfg, lane, j, k):
-    """Where the weights of lane ``j``'s mixers for bit ``k`` of the value start."""
+    """Where the weights of lane ``j``'s mixers for bit ``k`` of the value (-1: the zero flag)
+    start."""
     n_in = version_models(cfg) + 1
-    first = (k * MIXER_SETS + lane[j, MCTX]) * n_in
-    second = (MAX_BITS * MIXER_SETS + k * MAGNITUDE_SETS + lane[j, M2]) * n_in
+    bit = FLAG_BIT if k < 0 else k
+    first = (bit * MIXER_SETS + lane[j, MCTX]) * n_in
+    second = ((MAX_BITS + 1) * MIXER_SETS + bit * MAGNITUDE_SETS + lane[j, M2]) * n_in
     return first, second
+
+
+@njit(cache=True)
+def _place(cfg, step):
+    """(value ``t`` of the lanes, bit ``k`` of its coded bits) that ``step`` codes; ``k`` = -1
+    is version 6's zero flag, which comes first in a chunk that has them."""
+    flags = cfg[CFG_ZEROS]
+    t, k = divmod(step, 8 * cfg[4] + flags)
+    return t, k - flags
+
+
+@njit(cache=True)
+def _coded_zero(cfg, vals, r):
+    """Whether value ``r``'s coded bytes are all zero (what its zero flag says)."""
+    for c in range(cfg[4]):
+        if vals[r, cfg[CFG_CODED + c]] != 0:
+            return 0
+    return 1
 
 
 @njit(cache=True)
@@ -140,65 +153,43 @@ def _dot(lane, j, weights, w0, n_in):
 
 
 @njit(cache=True)
-def _low_bits_mode(cfg, trial, t, bpos, bit):
-    """How bit ``bit`` of byte ``bpos`` of the lanes' value ``t`` is coded: LOW_FULL (every bit
-    but version 5's second-byte low bits), or for those LOW_TRIAL (the full model codes, the
-    direct way is scored beside it) until ``t`` leaves the trial, then the way it chose."""
-    if cfg[CFG_VERSION] < 5 or bpos != 1 or bit < 4:
-        return LOW_FULL
-    if trial[CHOICE] == LOW_TRIAL and t >= cfg[2] // TRIAL_SHARE:
-        cheaper = trial[DIRECT_COST] + (trial[FULL_COST] >> TRIAL_MARGIN) < trial[FULL_COST]
-        trial[CHOICE] = LOW_DIRECT if cheaper else LOW_FULL
-    return trial[CHOICE]
-
-
-@njit(cache=True)
-def _direct_slot(context, bit, table_bits, mask):
-    """The slot of a bit coded the direct way (one adaptive probability per ``context`` and
-    bit, the partial byte no context), in the order-0 model's table."""
-    base = mix_hash(context, 4096 + (bit >> 2)) & mask
-    return (np.int64(ORDER0) << table_bits) + base + (bit & 3)
-
-
-@njit(cache=True)
-def _low_bits_context(vals, lane, j, c0, bit):
-    """The direct way's context of a second-byte low bit: the exponent (whose last bit is the
-    byte's first), apart from the later bytes' contexts."""
-    exponent = ((np.int64(vals[lane[j, ROW], 0]) & 0x7F) << 1) | ((c0 >> (bit - 1)) & 1)
-    return mix_hash(256 + exponent, ORDER0)
-
-
-@njit(cache=True)
 def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs):
-    """Probabilities of bit ``step`` of every active lane into ``probs`` (rows [p0, p1])."""
-    t, k = divmod(step, 8 * cfg[4])
-    cb, bit = divmod(k, 8)
+    """Probabilities of bit ``step`` of every lane that codes it (the active lanes but those
+    whose value's zero flag is set) into the first rows of ``probs`` (rows [p0, p1]), lane
+    after lane; returns how many."""
+    t, k = _place(cfg, step)
+    flag = k < 0  # the zero flag: predicted as a bit before the value's first, slot 0 of its block
+    cb, bit = divmod(max(k, 0), 8)
     bpos = cfg[CFG_CODED + cb]
     table_bits = cfg[5]
     mask = (np.int64(1) << table_bits) - 16
     lane_len = cfg[2]
     active = _active(cfg, t)
     version, n_models = cfg[CFG_VERSION], version_models(cfg)
-    low = _low_bits_mode(cfg, trial, t, bpos, bit)
-    direct = (bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT
+    low = LOW_FULL if flag else low_bits_mode(cfg, trial, t, bpos, bit)
+    direct = not flag and ((bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT)
     used = 0  # the models of this byte position, a bit each
     for m in range(n_models):
         used |= np.int64(uses_model(cfg, m, bpos)) << m
     # First the slots, then the table reads alone in a tight loop: the cache misses of many
     # lanes are then in flight at once.
     for j in range(active):
-        c0 = lane[j, C0]
-        if bit == 0:
+        if flag:
+            lane[j, ZV] = 0
+        elif lane[j, ZV]:
+            continue
+        c0 = 0 if flag else lane[j, C0]
+        if bit == 0 and (flag or cb > 0 or not cfg[CFG_ZEROS]):
             if cb == 0:
                 value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
             byte_contexts(cfg, vals, lane, j, bpos)
         if low != LOW_FULL:
-            slot = _direct_slot(_low_bits_context(vals, lane, j, c0, bit), bit, table_bits, mask)
+            slot = direct_slot(low_bits_context(vals, lane, j, c0, bit), bit, table_bits, mask)
             lane[j, SLOT + ORDER0 if direct else DS] = slot
             if direct:
                 continue
         elif direct:  # one probability per (byte, exponent, bit)
-            lane[j, SLOT + ORDER0] = _direct_slot(lane[j, BH + ORDER0], bit, table_bits, mask)
+            lane[j, SLOT + ORDER0] = direct_slot(lane[j, BH + ORDER0], bit, table_bits, mask)
             continue
         nibble = c0 if bit < 4 else (c0 & ((1 << (bit - 4)) - 1)) | (1 << (bit - 4))
         for m in range(n_models):
@@ -209,11 +200,16 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, t
                 else:
                     lane[j, SLOT + m] = (lane[j, SLOT + m] & ~np.int64(15)) + nibble
     for j in range(0 if direct else active):
+        if lane[j, ZV]:
+            continue
         for m in range(n_models):
             lane[j, XS + m] = STRETCH[tables[lane[j, SLOT + m]] >> 20] if (used >> m) & 1 else 0
     apm2_mask = (np.int64(1) << of_version(APM2_BITS, version)) - 1
+    apm_bit = max(k, 0)  # the flag's APM contexts are its partial byte's: 0, unused by the bits
     for j in range(0 if direct else active):  # the mixers, then (below) the APMs' reads alone
-        c0 = lane[j, C0]
+        if lane[j, ZV]:
+            continue
+        c0 = 0 if flag else lane[j, C0]
         lane[j, XS + n_models] = 256
         first, second = _mixer_offsets(cfg, lane, j, k)
         dot = _dot(lane, j, weights, first, n_models + 1)
@@ -222,30 +218,40 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, t
         pr = squash(dot >> 16)
         s = STRETCH[pr] + 2048
         lane[j, PR], lane[j, WT] = pr, s & 127
-        lane[j, A1] = (k * 256 + c0) * 33 + (s >> 7)
+        lane[j, A1] = (apm_bit * 256 + c0) * 33 + (s >> 7)
         if bpos < FULL_BYTES:
-            lane[j, A2] = (mix_hash(lane[j, H1], k * 256 + c0) & apm2_mask) * 33 + (s >> 7)
+            lane[j, A2] = (mix_hash(lane[j, H1], apm_bit * 256 + c0) & apm2_mask) * 33 + (s >> 7)
+    n = 0
     for j in range(active):
+        if lane[j, ZV]:
+            continue
         if direct:
             p = min(4095, max(1, np.int64(tables[lane[j, SLOT + ORDER0]] >> 20)))
-            probs[j, 1] = p / 4096.0
-            probs[j, 0] = (4096 - p) / 4096.0
-            continue
-        pr, wt, base1 = lane[j, PR], lane[j, WT], lane[j, A1]
-        p1 = (apm1[base1] * (128 - wt) + apm1[base1 + 1] * wt) >> 11
-        lane[j, A1] = base1 + (wt >> 6)
-        if bpos < FULL_BYTES:
-            base2 = lane[j, A2]
-            p2 = (apm2[base2] * (128 - wt) + apm2[base2 + 1] * wt) >> 11
-            lane[j, A2] = base2 + (wt >> 6)
-            # from version 4 the mixer weighs more: measured 0.003 bit per value less on VGG-16
-            p = (2 * pr + p1 + p2 + 2) >> 2 if version >= 4 else (pr + p1 + 2 * p2 + 2) >> 2
         else:
-            p = (pr + 3 * p1 + 2) >> 2
-        p = min(4095, max(1, p))
-        lane[j, PF] = p
-        probs[j, 1] = p / 4096.0
-        probs[j, 0] = (4096 - p) / 4096.0
+            p = _refine(lane, j, apm1, apm2, bpos, version)
+        probs[n, 1] = p / 4096.0
+        probs[n, 0] = (4096 - p) / 4096.0
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def _refine(lane, j, apm1, apm2, bpos, version):
+    """Lane ``j``'s final probability: the mixer's, averaged with its APMs' refinements."""
+    pr, wt, base1 = lane[j, PR], lane[j, WT], lane[j, A1]
+    p1 = (apm1[base1] * (128 - wt) + apm1[base1 + 1] * wt) >> 11
+    lane[j, A1] = base1 + (wt >> 6)
+    if bpos < FULL_BYTES:
+        base2 = lane[j, A2]
+        p2 = (apm2[base2] * (128 - wt) + apm2[base2 + 1] * wt) >> 11
+        lane[j, A2] = base2 + (wt >> 6)
+        # from version 4 the mixer weighs more: measured 0.003 bit per value less on VGG-16
+        p = (2 * pr + p1 + p2 + 2) >> 2 if version >= 4 else (pr + p1 + 2 * p2 + 2) >> 2
+    else:
+        p = (pr + 3 * p1 + 2) >> 2
+    p = min(4095, max(1, p))
+    lane[j, PF] = p
+    return p
 
 
 @njit(cache=True)
@@ -259,17 +265,26 @@ def _train_mixer(lane, j, weights, w0, n_in, y, shift):
 
 @njit(cache=True)
 def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits):
-    """Train on bit ``step`` of every active lane, lane after lane; completes bytes in ``vals``."""
+    """Train on bit ``step`` of every lane that coded it (``bits``, in :func:`predict`'s order),
+    lane after lane; completes bytes in ``vals``. Returns how many bits it read."""
     n_coded = cfg[4]
-    t, k = divmod(step, 8 * n_coded)
-    cb, bit = divmod(k, 8)
+    t, k = _place(cfg, step)
+    flag = k < 0
+    cb, bit = divmod(max(k, 0), 8)
     bpos = cfg[CFG_CODED + cb]
     version, n_models = cfg[CFG_VERSION], version_models(cfg)
-    low = _low_bits_mode(cfg, trial, t, bpos, bit)
-    direct = (bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT
+    low = LOW_FULL if flag else low_bits_mode(cfg, trial, t, bpos, bit)
+    direct = not flag and ((bpos >= FULL_BYTES and version >= 2) or low == LOW_DIRECT)
     shift = MIXER_SHIFT - 1 if version >= 4 and bpos >= 1 else MIXER_SHIFT
+    last = bit == 7 and cb == n_coded - 1
+    n = 0
     for j in range(_active(cfg, t)):
-        y = np.int64(bits[j])
+        if lane[j, ZV]:  # a zero value: its bytes are zero already, its lane moves on at its end
+            if last:
+                end_value(cfg, vals, lane, emas, fits, strides, j, lane[j, ROW])
+            continue
+        y = np.int64(bits[n])
+        n += 1
         if direct:
             train_counter(tables, lane[j, SLOT + ORDER0], y, ORDER0_LIMIT)
         else:
@@ -286,7 +301,10 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, tr
             if bpos < FULL_BYTES:
                 train_apm(apm2, lane[j, A2], y)
             if low == LOW_TRIAL:
-                _score_trial(tables, lane, j, trial, y)
+                score_trial(tables, lane, j, trial, y)
+        if flag:
+            lane[j, ZV] = y
+            continue
         c0 = (lane[j, C0] << 1) | y
         if bit == 7:
             r = lane[j, ROW]
@@ -295,50 +313,52 @@ def update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, tr
             if cb == n_coded - 1:
                 end_value(cfg, vals, lane, emas, fits, strides, j, r)
         lane[j, C0] = c0
+    return n
 
 
 @njit(cache=True)
-def _score_trial(tables, lane, j, trial, y):
-    """Add each way's code length of lane ``j``'s bit ``y`` to the trial; train the direct way."""
-    full, direct = lane[j, PF], min(4095, max(1, np.int64(tables[lane[j, DS]] >> 20)))
-    trial[FULL_COST] += COST[full if y else 4096 - full]
-    trial[DIRECT_COST] += COST[direct if y else 4096 - direct]
-    train_counter(tables, lane[j, DS], y, ORDER0_LIMIT)
-
-
-@njit(cache=True)
-def _step_bits(step, cfg, vals, bits):
-    """The true bits of ``step`` (encoder only: it knows every value)."""
-    t, k = divmod(step, 8 * cfg[4])
-    cb, bit = divmod(k, 8)
+def _step_bits(step, cfg, vals, lane, bits):
+    """The true bits of ``step`` (encoder only: it knows every value), in :func:`predict`'s
+    order; returns how many."""
+    t, k = _place(cfg, step)
+    cb, bit = divmod(max(k, 0), 8)
     bpos = cfg[CFG_CODED + cb]
-    n = _active(cfg, t)
-    for j in range(n):
-        bits[j] = (vals[j * cfg[2] + t, bpos] >> (7 - bit)) & 1
+    n = 0
+    for j in range(_active(cfg, t)):
+        r = j * cfg[2] + t
+        if k < 0:
+            bits[n] = _coded_zero(cfg, vals, r)
+        elif lane[j, ZV]:
+            continue
+        else:
+            bits[n] = (vals[r, bpos] >> (7 - bit)) & 1
+        n += 1
     return n
 
 
 @njit(cache=True)
 def advance(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits, probs):
-    """One decoder step: train on the bits of ``step - 1`` (if any), predict ``step``."""
+    """One decoder step: train on the bits of ``step - 1`` (if any), predict ``step``; returns
+    how many bits ``step`` codes (the first rows of ``probs``)."""
     if step > 0:
         update(step - 1, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits)
-    predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs)
+    return predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs)
 
 
 @njit(cache=True)
 def encode_steps(first, stop, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs,
-                 out_probs, out_bits):  # fmt: skip
+                 out_probs, out_bits, out_counts):  # fmt: skip
     """Steps ``first ... stop - 1`` as the decoder runs them; writes each coded bit's
     probabilities (the rows of ``probs`` the decoder hands the coder) and the bit, in coding
-    order. Returns how many."""
+    order, and each step's number of bits. Returns how many bits in all."""
     n = 0
     bits = np.empty(lane.shape[0], dtype=np.int32)
     for step in range(first, stop):
-        predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs)
-        active = _step_bits(step, cfg, vals, bits)
-        out_probs[n : n + active] = probs[:active]
-        out_bits[n : n + active] = bits[:active]
-        n += active
+        live = predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, probs)
+        _step_bits(step, cfg, vals, lane, bits)
+        out_probs[n : n + live] = probs[:live]
+        out_bits[n : n + live] = bits[:live]
+        out_counts[step - first] = live
+        n += live
         update(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, trial, vals, bits)
     return n
