@@ -87,9 +87,9 @@ RESIDUAL_LIFT = 1 << 14
 #: Version 7 flags each value whose coded bytes are all zero with one bit before its others,
 #: which then are not coded, where at least this share of a chunk's values are zero: each flag
 #: costs a step of the whole model, each zero saves the value's 8 to 32 steps. Measured with
-#: flags against without: ResNet-18 step 5 (18% zeros) 0.06% smaller and 8-10% faster; VGG-16
+#: flags against without: ResNet-18 step 5 (18% zeros) 0.06% smaller and 2-9% faster; VGG-16
 #: step 1 (2.6-3.5%) 0.03% smaller at about the same speed; ConvNet-128 step 50 (0.1%) 0.01%
-#: larger and 20% slower.
+#: larger and 20% slower (its trial then kept the whole model for the second byte's low bits).
 ZERO_FLAG_SHARE = 1 / 64
 
 
