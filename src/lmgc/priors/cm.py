@@ -93,7 +93,8 @@ RESIDUAL_LIFT = 1 << 14
 ZERO_FLAG_SHARE = 1 / 64
 
 
-def _config(n_values: int, group: int, coded: list[int], n_bytes: int, version: int, zeros: bool = False):
+def _config(n_values: int, group: int, coded: list[int], n_bytes: int, version: int,
+            zeros: bool = False) -> np.ndarray:  # fmt: skip
     """What the kernels need to know of a chunk: bytes per value, values, values per lane, lanes,
     how many byte positions are coded, log2 of the table size, the model version, whether each
     value has a zero flag, which positions are coded."""
@@ -116,9 +117,9 @@ def _zero_flags(matrix: np.ndarray, coded: list[int]) -> bool:
     return bool(np.count_nonzero(zero) >= ZERO_FLAG_SHARE * len(matrix))
 
 
-def _steps(cfg: np.ndarray) -> int:
-    """Decoder steps of a chunk: each value's coded bits and its zero flag, for the longest lane."""
-    return int(cfg[2]) * (8 * int(cfg[4]) + int(cfg[CFG_ZEROS]))
+def _steps_per_value(cfg: np.ndarray) -> int:
+    """Decoder steps of each value of a chunk: its coded bits and its zero flag, if any."""
+    return 8 * int(cfg[4]) + int(cfg[CFG_ZEROS])
 
 
 def _matrix(data: bytes, group: int) -> tuple[np.ndarray, bytes]:
@@ -280,7 +281,8 @@ class ContextMixingPrior:
             stream.code_fixed(np.array([zeros], dtype=np.int32), np.ones(2))
         state = model.new_state(cfg, _block_columns(stride_index, spans))
         lanes = state[4].shape[0]
-        steps, per_value = _steps(cfg), 8 * len(coded) + zeros
+        per_value = _steps_per_value(cfg)
+        steps = int(cfg[2]) * per_value  # the longest lane's
         block = max(1, ENCODE_BLOCK_BITS // lanes)
         out_probs = np.empty((block * lanes, 2), dtype=np.float64)
         out_bits = np.empty(block * lanes, dtype=np.int32)
@@ -331,7 +333,7 @@ class ContextMixingPrior:
                 raise CorruptDataError(f"chunk payload names a stride out of 1...{len(STRIDES)}")
             zeros = self.version >= 7 and bool(stream.code_fixed(np.zeros(1, dtype=np.int32), np.ones(2))[0])
             cfg = _config(n_values, group, coded, n_bytes, self.version, zeros)
-            steps = _steps(cfg)
+            steps = int(cfg[2]) * _steps_per_value(cfg)
             state = model.new_state(cfg, _block_columns(stride_index, spans))
             lanes = state[4].shape[0]
             probs = np.empty((lanes, 2), dtype=np.float64)
@@ -389,4 +391,3 @@ class ContextMixingPriorV1(ContextMixingPriorV3):
     """Version 1 of the model, decode-only like version 2."""
 
     version = 1
-

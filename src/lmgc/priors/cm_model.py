@@ -191,7 +191,7 @@ def predict(step, cfg, tables, weights, apm1, apm2, lane, emas, fits, strides, t
         elif flags and lane[j, ZV]:
             continue
         c0 = 0 if flag else lane[j, C0]
-        if bit == 0 and (flag or cb > 0 or not cfg[CFG_ZEROS]):
+        if bit == 0 and (flag or cb > 0 or not flags):
             if cb == 0:
                 value_contexts(cfg, vals, lane, emas, fits, strides, j, j * lane_len + t, t)
             byte_contexts(cfg, vals, lane, j, bpos)
