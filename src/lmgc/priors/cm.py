@@ -137,6 +137,13 @@ def _code_stride_indices(stream: DigitStream, stride_index: np.ndarray) -> np.nd
     return stride_index
 
 
+def _code_zero_flags(stream: DigitStream, zeros: bool) -> bool:
+    """Version 7's bit of whether the chunk's values have zero flags (:func:`_zero_flags`),
+    coded as one of two equally likely digits; decoding, ``zeros`` is ignored and the bit read
+    comes back."""
+    return bool(stream.code_fixed(np.array([zeros], dtype=np.int32), np.ones(2))[0])
+
+
 def _block_columns(stride_index: np.ndarray, spans) -> np.ndarray:
     """Per block of values, the strides its indices name and where a conv kernel's taps are
     counted from: the first value of the last row span (a tensor's rows) that reaches into the
@@ -278,7 +285,7 @@ class ContextMixingPrior:
         if self.version >= 5:
             _code_stride_indices(stream, stride_index)
         if self.version >= 7:
-            stream.code_fixed(np.array([zeros], dtype=np.int32), np.ones(2))
+            _code_zero_flags(stream, zeros)
         state = model.new_state(cfg, _block_columns(stride_index, spans))
         lanes = state[4].shape[0]
         per_value = _steps_per_value(cfg)
@@ -331,7 +338,7 @@ class ContextMixingPrior:
                 stride_index = np.frombuffer(payload, np.uint8, in_prefix).reshape(n_blocks, columns)
             if n_blocks and (int(stride_index.max()) > len(STRIDES) or int(stride_index[:, 1].min()) == 0):
                 raise CorruptDataError(f"chunk payload names a stride out of 1...{len(STRIDES)}")
-            zeros = self.version >= 7 and bool(stream.code_fixed(np.zeros(1, dtype=np.int32), np.ones(2))[0])
+            zeros = self.version >= 7 and _code_zero_flags(stream, False)
             cfg = _config(n_values, group, coded, n_bytes, self.version, zeros)
             steps = int(cfg[2]) * _steps_per_value(cfg)
             state = model.new_state(cfg, _block_columns(stride_index, spans))
