@@ -91,7 +91,7 @@ def phases(prior: LLMPrior, values: np.ndarray, batch, device: str) -> tuple[dic
 def step_ms(prior: LLMPrior, batch: int, steps: int = 32) -> float:
     """Milliseconds per model step (from BOS, fixed symbols) at ``batch``, after 4 warm-up steps."""
     timer = PhaseTimer(prior.lm.device)
-    session = llm_engine.LLMSession(prior, batch, lambda t: (), steps + 8)
+    session = llm_engine.LLMSession(prior, [steps + 8] * batch, lambda t: (), steps + 8)
     symbols = None
     for t in range(steps + 4):
         if t == 4:
@@ -145,7 +145,7 @@ def profile_table(prior: LLMPrior, batch: int, steps: int = 12, rows: int = 15) 
     from torch.profiler import ProfilerActivity, profile
 
     gpu = prior.lm.device.startswith("cuda")
-    session = llm_engine.LLMSession(prior, batch, lambda t: (), 64)
+    session = llm_engine.LLMSession(prior, [64] * batch, lambda t: (), 64)
     symbols = None
     for t in range(4):  # warm-up (prompt shape, first allocations)
         session.step(symbols)

@@ -1,6 +1,7 @@
-"""The LLM engines: the Llama steps (``lmgc-llama-1``, the compact ``lmgc-llama-2`` and the
-fixed-span ``lmgc-llama-graph-1``) against the model's own forward, files of the ``transformers``
-engine (and of lmgc versions that recorded no engine), and the ``auto`` batch size."""
+"""The LLM engines: the Llama steps (``lmgc-llama-1``, the compact ``lmgc-llama-2``, the lean
+``lmgc-llama-3`` and the fixed-span ``lmgc-llama-graph-1``) against the model's own forward,
+files of the ``transformers`` engine (and of lmgc versions that recorded no engine), and the
+``auto`` batch size."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from lmgc.errors import (
 )
 from lmgc.priors.llama_compact import ENGINE as COMPACT
 from lmgc.priors.llama_compact import CompactLlamaStepper
+from lmgc.priors.llama_lean import ENGINE as LEAN
+from lmgc.priors.llama_lean import LeanLlamaStepper
 from lmgc.priors.llama_step import ENGINE, FusedLlama, LlamaStepper, supports
 from lmgc.priors.llm import LLMPrior
-from lmgc.priors.llm_engine import TRANSFORMERS, check_engine, default_engine
+from lmgc.priors.llm_engine import TRANSFORMERS, LLMSession, check_engine, default_engine
 from lmgc.serialize import Serialization
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -102,13 +105,54 @@ def test_the_compact_cache_holds_the_models_dtype():
     assert torch.allclose(stepped.float(), full.float(), rtol=0.05, atol=0.05)
 
 
+def test_the_lean_step_matches_the_models_own_forward_as_its_batch_sheds_sequences(smollm2):
+    """The lean schedule (scale in the queries, softmax in the model's dtype, one rotary call):
+    the full forward's hidden states to float32 rounding; after :meth:`keep` drops the second
+    sequence, the first goes on as it would have."""
+    import torch
+
+    ids = torch.randint(3, 2000, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        full = smollm2.model.base_model(input_ids=ids).last_hidden_state
+    stepper = LeanLlamaStepper(FusedLlama(smollm2.model), batch=2, length=12)
+    stepped = [stepper.hidden(ids[:, :3])] + [stepper.hidden(ids[:, t : t + 1]) for t in range(3, 8)]
+    assert torch.allclose(torch.cat(stepped, dim=1), full[:, :8], rtol=1e-4, atol=1e-4)
+    stepper.keep(1)
+    assert stepper._keys[0].shape[0] == stepper._values[-1].shape[0] == 1
+    alone = torch.cat([stepper.hidden(ids[:1, t : t + 1]) for t in range(8, 12)], dim=1)
+    assert torch.allclose(alone, full[:1, 8:], rtol=1e-4, atol=1e-4)
+
+
+def test_a_lean_session_steps_only_the_chunks_still_running(smollm2):
+    """Chunks are stepped longest first and leave the batch once their last symbol is predicted:
+    the running chunks' probabilities are those of a batch that never shrinks (to float32
+    rounding), the finished ones' rows uniform, and the batch the stepper holds shrinks."""
+    serialization = Serialization.parse("hex-comma-be")
+    lengths = [3, 6, 4, 6]
+    symbols = np.random.default_rng(0).integers(0, 10, (6, 4))
+    lean = LLMSession(LLMPrior(smollm2, serialization, threads=2, engine=LEAN), lengths, lambda t: (), 7)
+    whole = LLMSession(LLMPrior(smollm2, serialization, threads=2, engine=COMPACT), lengths, lambda t: (), 7)
+    inputs, held = None, []
+    for t in range(6):
+        shed, kept = lean.step(inputs), whole.step(inputs)
+        running = np.array(lengths) > t
+        held.append(lean._stepper._keys[0].shape[0])
+        np.testing.assert_allclose(shed[running], kept[running], rtol=1e-3, atol=1e-6)
+        assert np.all(shed[~running] == 1 / shed.shape[1])
+        inputs = symbols[t]
+    assert held == [4, 4, 4, 3, 2, 2]
+
+
 def test_compact_engine_files_round_trip_and_lmgc_llama_1_files_still_decode(smollm2):
-    """Its probabilities are its own, so files record the engine; decoders follow the record."""
-    values = _golden_values()[:4]
+    """Their probabilities are their own, so files record the engine; decoders follow the record.
+    Chunks of different lengths in one batch, so the lean engine's batch sheds some."""
+    values = _golden_values()
     blobs = {}
-    for engine in (COMPACT, ENGINE):
+    for engine in (LEAN, COMPACT, ENGINE):
         prior = LLMPrior(smollm2, Serialization.parse("hex-comma-be"), threads=2, engine=engine)
-        blobs[engine] = lmgc.Compressor(prior=prior, chunk_bytes=16, batch_size=2).compress(values)
+        lengths = {len(prior.symbols(values[i : i + 2].tobytes(), 4)) for i in range(0, 8, 2)}
+        assert len(lengths) > 1
+        blobs[engine] = lmgc.Compressor(prior=prior, chunk_bytes=8, batch_size=4).compress(values)
         assert lmgc.read_container_info(blobs[engine])["header"]["prior"]["engine"] == engine
         assert lmgc.decompress(blobs[engine]).tobytes() == values.tobytes()
 
@@ -129,7 +173,7 @@ def test_a_cache_no_machine_can_hold_is_a_typed_error(smollm2, monkeypatch):
 def test_new_files_record_the_llama_engine_and_round_trip(smollm2):
     values = _golden_values()
     blob = lmgc.compress(values, prior="llm", **SETTINGS)
-    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == COMPACT
+    assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == LEAN
     assert lmgc.decompress(blob).tobytes() == values.tobytes()
 
 
@@ -222,7 +266,7 @@ def test_the_graph_engine_codes_and_decodes_on_a_cpu_too(smollm2):
     blob = lmgc.Compressor(prior=prior, chunk_bytes=16, batch_size=2).compress(values)
     assert lmgc.read_container_info(blob)["header"]["prior"]["engine"] == GRAPH
     assert lmgc.decompress(blob).tobytes() == values.tobytes()
-    assert default_engine(smollm2.model, "cuda:0") == GRAPH and default_engine(smollm2.model, "cpu") == COMPACT
+    assert default_engine(smollm2.model, "cuda:0") == GRAPH and default_engine(smollm2.model, "cpu") == LEAN
 
 
 def test_lmgc_engine_chooses_the_engine_new_files_use(smollm2, monkeypatch):

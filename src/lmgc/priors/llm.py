@@ -296,7 +296,7 @@ class _TokenStream:
         self.max_symbols = prior.lm.max_positions - 1
 
     def open(self, lengths: Sequence[int]) -> LLMSession:
-        return LLMSession(self._prior, len(lengths), lambda t: (), max(lengths, default=0))
+        return LLMSession(self._prior, lengths, lambda t: (), max(lengths, default=0))
 
 
 class NibblePrior(_LLMBase):
@@ -366,4 +366,4 @@ class _NibbleStream:
             return prior.separators_after(t, group) if t < longest else []
 
         per_group = 2 * group + len(prior.separator_ids)
-        return LLMSession(prior, len(lengths), separators, 1 + -(-longest // (2 * group)) * per_group)
+        return LLMSession(prior, lengths, separators, 1 + -(-longest // (2 * group)) * per_group)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ModelError, ModelMismatchError
-from . import llama_compact, llama_graph, llama_step
+from . import llama_compact, llama_graph, llama_lean, llama_step
 
 if TYPE_CHECKING:
     from .llm import _LLMBase
@@ -26,7 +27,9 @@ __all__ = ["softmax", "RestrictedHead", "LLMSession", "TRANSFORMERS", "ENGINES",
 #: and what models :mod:`.llama_step` does not cover use.
 TRANSFORMERS = "transformers"
 #: The stepper class of each lmgc engine (the others are :data:`TRANSFORMERS`).
-STEPPERS = {llama_step.ENGINE: llama_step.LlamaStepper, llama_compact.ENGINE: llama_compact.CompactLlamaStepper,
+STEPPERS = {llama_step.ENGINE: llama_step.LlamaStepper,
+            llama_compact.ENGINE: llama_compact.CompactLlamaStepper,
+            llama_lean.ENGINE: llama_lean.LeanLlamaStepper,
             llama_graph.ENGINE: llama_graph.GraphLlamaStepper}  # fmt: skip
 ENGINES = (TRANSFORMERS, *STEPPERS)
 
@@ -34,8 +37,8 @@ ENGINES = (TRANSFORMERS, *STEPPERS)
 def default_engine(model, device: str) -> str:
     """``$LMGC_ENGINE`` if set (a way around an engine that fails on some machine), else the
     fastest schedule that covers ``model`` on ``device``: CUDA graphs on a GPU, where a step is
-    bound by kernel launches; elsewhere the compact step (a cache in the model's dtype), which
-    reads no padded span.
+    bound by kernel launches; elsewhere the lean step (a cache in the model's dtype, a batch that
+    sheds finished chunks).
 
     Raises:
         ModelError: ``$LMGC_ENGINE`` names no engine, or one that cannot run ``model``.
@@ -48,7 +51,7 @@ def default_engine(model, device: str) -> str:
         return chosen
     if not llama_step.supports(model):
         return TRANSFORMERS
-    return llama_graph.ENGINE if device.startswith("cuda") else llama_compact.ENGINE
+    return llama_graph.ENGINE if device.startswith("cuda") else llama_lean.ENGINE
 
 
 def check_engine(engine: str, model, spec: str) -> None:
@@ -107,18 +110,25 @@ class RestrictedHead:
 class LLMSession:
     """KV-cached, one symbol per step: the loop the decoder must run, so the encoder runs it too.
 
-    ``extra_tokens(t)`` gives the token ids fed after the ``t``-th symbol at no cost (nibble
-    mode's separators); the same for every chunk of the batch, so the batch stays rectangular.
-    ``positions`` is the number of positions the session will feed (sizes the preallocated cache
-    of the ``lmgc-llama`` engine, which grows if it was too small).
+    ``lengths`` are the chunks' symbol counts: a chunk is fed until its last symbol has been
+    predicted. ``extra_tokens(t)`` gives the token ids fed after the ``t``-th symbol at no cost
+    (nibble mode's separators); the same for every chunk of the batch, so the batch stays
+    rectangular. ``positions`` is the number of positions the session will feed (sizes the
+    preallocated cache of the ``lmgc-llama-1`` engine, which grows if it was too small).
+
+    With an engine whose stepper ``sheds_finished`` (``lmgc-llama-3``), the model steps the chunks
+    in order of decreasing length (ties in batch order), and a step runs only the chunks that
+    still have a symbol to predict: they are always the first rows. The rows of chunks that have
+    ended come back uniform (no caller codes with them).
     """
 
-    def __init__(self, prior: "_LLMBase", batch_size: int, extra_tokens, positions: int) -> None:
+    def __init__(self, prior: "_LLMBase", lengths: Sequence[int], extra_tokens, positions: int) -> None:
         import torch
 
         torch.set_num_threads(prior.threads)
         self._prior = prior
-        self._batch = batch_size
+        self._batch = batch_size = len(lengths)
+        self._stepper = None
         if prior.engine == TRANSFORMERS:
             from transformers import DynamicCache
 
@@ -127,6 +137,12 @@ class LLMSession:
         else:
             stepper = STEPPERS[prior.engine](prior.fused_model(), batch_size, max(positions, 1))
             self._logits = lambda inputs: prior.head.project(stepper.hidden(inputs))
+            if getattr(stepper, "sheds_finished", False):
+                self._stepper = stepper
+        lengths = np.asarray(lengths, dtype=np.int64)
+        self._order = np.argsort(-lengths, kind="stable") if self._stepper else np.arange(batch_size)
+        self._lengths = lengths[self._order]
+        self._running = batch_size
         self._extra_tokens = extra_tokens
         self._fed = 0
 
@@ -135,14 +151,23 @@ class LLMSession:
 
         prior = self._prior
         if symbols is None:
-            ids = np.full((self._batch, 1), prior.bos_id, dtype=np.int64)
+            ids = np.full((self._running, 1), prior.bos_id, dtype=np.int64)
         else:
             self._fed += 1
+            if self._stepper is not None:  # those with a symbol left to predict, a prefix in this order
+                self._running = max(int(np.count_nonzero(self._lengths > self._fed)), 1)
+                self._stepper.keep(self._running)
+            rows = self._order[: self._running]
             extra = np.asarray(self._extra_tokens(self._fed), dtype=np.int64)
-            ids = np.concatenate([prior.token_ids[symbols][:, None],
-                                  np.broadcast_to(extra, (self._batch, len(extra)))], axis=1)  # fmt: skip
+            ids = np.concatenate([prior.token_ids[symbols[rows]][:, None],
+                                  np.broadcast_to(extra, (self._running, len(extra)))], axis=1)  # fmt: skip
         inputs = torch.from_numpy(np.ascontiguousarray(ids)).to(prior.lm.device)
-        return softmax(self._logits(inputs)[:, -1])
+        probabilities = softmax(self._logits(inputs)[:, -1])
+        if self._stepper is None:
+            return probabilities
+        out = np.full((self._batch, probabilities.shape[1]), 1.0 / probabilities.shape[1])
+        out[self._order[: self._running]] = probabilities
+        return out
 
 
 #: Steps of the numerics probe after BOS: the prompt's shapes and then single-token steps, as
@@ -155,7 +180,7 @@ def probe_digest(prior: "_LLMBase", batch: int) -> str:
     stepped from BOS through fixed symbols with the prior's engine, threads, dtype and device, at
     the size of a file's first batch. A machine whose kernels round differently gives another
     digest (a few steps' cost), where the data's checksum would tell only after the whole decode."""
-    session = LLMSession(prior, batch, lambda t: (), 1 + PROBE_STEPS)
+    session = LLMSession(prior, [1 + PROBE_STEPS] * batch, lambda t: (), 1 + PROBE_STEPS)
     digest, symbols = hashlib.sha256(), None
     for t in range(PROBE_STEPS + 1):
         digest.update(session.step(symbols).tobytes())
