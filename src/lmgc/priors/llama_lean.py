@@ -42,23 +42,17 @@ class LeanLlamaStepper(CompactLlamaStepper):
         self._keys = [cache[:sequences] for cache in self._keys]
         self._values = [cache[:sequences] for cache in self._values]
 
-    def _attention(self, index, layer, h, cos, sin, where, mask):
+    def _project(self, layer, h, cos, sin):
+        """As the base class's, the queries scaled and one rotary call for queries and keys."""
         import torch
 
         model = self._model
         batch, q, _ = h.shape
-        heads, kv_heads, dim = model.heads, model.kv_heads, model.head_dim
-        group = heads // kv_heads
+        heads, dim = model.heads, model.head_dim
         turned, value = torch.nn.functional.linear(h, layer.qkv).split(
             (model.split[0] + model.split[1], model.split[2]), dim=-1)  # fmt: skip
-        turned = _rotate(turned.view(batch, q, heads + kv_heads, dim), cos, sin)
-        query, key = turned[:, :, :heads] * model.scale, turned[:, :, heads:]
-        values = value.view(batch, q, kv_heads, dim).transpose(1, 2)
-        end = self._write(index, key.transpose(1, 2), values, where)
-        grouped = query.reshape(batch, q, kv_heads, group, dim).permute(0, 2, 3, 1, 4)
-        context = self._attend(index, grouped.reshape(batch, kv_heads, group * q, dim), end, mask)
-        context = context.view(batch, kv_heads, group, q, dim).permute(0, 3, 1, 2, 4)
-        return torch.nn.functional.linear(context.reshape(batch, q, heads * dim), layer.o)
+        turned = _rotate(turned.view(batch, q, heads + model.kv_heads, dim), cos, sin)
+        return turned[:, :, :heads] * model.scale, turned[:, :, heads:], value
 
     def _attend(self, index, grouped, end: int, mask):
         import torch

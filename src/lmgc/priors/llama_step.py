@@ -191,9 +191,7 @@ class LlamaStepper:
         batch, q, _ = h.shape
         heads, kv_heads, dim = model.heads, model.kv_heads, model.head_dim
         group = heads // kv_heads
-        query, key, value = torch.nn.functional.linear(h, layer.qkv).split(model.split, dim=-1)
-        query = _rotate(query.view(batch, q, heads, dim), cos, sin)
-        key = _rotate(key.view(batch, q, kv_heads, dim), cos, sin)
+        query, key, value = self._project(layer, h, cos, sin)
         values = value.view(batch, q, kv_heads, dim).transpose(1, 2)
         end = self._write(index, key.transpose(1, 2), values, where)
         # (batch, kv_heads, group * q, dim): the query heads that share a key/value head, together
@@ -201,6 +199,18 @@ class LlamaStepper:
         context = self._attend(index, grouped.reshape(batch, kv_heads, group * q, dim), end, mask)
         context = context.view(batch, kv_heads, group, q, dim).permute(0, 3, 1, 2, 4)
         return torch.nn.functional.linear(context.reshape(batch, q, heads * dim).to(h.dtype), layer.o)
+
+    def _project(self, layer, h, cos, sin):
+        """The rotated (batch, q, heads, dim) queries and (batch, q, kv_heads, dim) keys of ``h``,
+        and its values as they leave the fused projection."""
+        import torch
+
+        model = self._model
+        batch, q, _ = h.shape
+        query, key, value = torch.nn.functional.linear(h, layer.qkv).split(model.split, dim=-1)
+        query = _rotate(query.view(batch, q, model.heads, model.head_dim), cos, sin)
+        key = _rotate(key.view(batch, q, model.kv_heads, model.head_dim), cos, sin)
+        return query, key, value
 
     def _attend(self, index, grouped, end: int, mask):
         """Layer ``index``'s attention of the grouped queries over cache positions ``:end``."""
