@@ -155,8 +155,10 @@ class LLMSession:
         else:
             self._fed += 1
             if self._stepper is not None:  # those with a symbol left to predict, a prefix in this order
-                self._running = max(int(np.count_nonzero(self._lengths > self._fed)), 1)
-                self._stepper.keep(self._running)
+                running = max(int(np.count_nonzero(self._lengths > self._fed)), 1)
+                if running < self._running:
+                    self._running = running
+                    self._stepper.keep(running)
             rows = self._order[: self._running]
             extra = np.asarray(self._extra_tokens(self._fed), dtype=np.int64)
             ids = np.concatenate([prior.token_ids[symbols[rows]][:, None],
